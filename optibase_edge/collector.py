@@ -1,0 +1,243 @@
+"""The endpoints under ``/_optibase``: the client script, variants, and the collector.
+
+Everything a client sends here is hostile until proven otherwise: the visitor
+comes only from the signed cookie, the body is size-capped JSON naming a
+conversion of the right type on a page of this site, and every refusal is a
+short 4xx. Nothing here answers 5xx.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from importlib import resources
+from typing import Any
+from urllib.parse import urlsplit
+
+from starlette.types import Message, Receive, Scope, Send
+
+from ._optibase import Optibase, Visitor, request_context
+from .config import ConversionType
+from .events import RequestContext
+from .visitor import read_cookie
+
+logger = logging.getLogger("optibase_edge")
+
+MAX_BODY_BYTES = 8 * 1024
+_MAX_URL_LENGTH = 4096
+_BEACON_TYPES = {"click": ConversionType.CLICK, "conversion": ConversionType.PROGRAMMATIC}
+
+SetCookie = Callable[[Message, Visitor, Scope], Message]
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, error: str) -> None:
+        self.status = status
+        self.error = error
+
+
+class Collector:
+    """Serves ``script.js``, ``variants`` and ``collect`` under the configured prefix."""
+
+    def __init__(self, optibase: Optibase) -> None:
+        self._optibase = optibase
+        prefix = optibase.settings.prefix
+        self._routes = {
+            f"{prefix}/script.js": self._script,
+            f"{prefix}/variants": self._variants,
+            f"{prefix}/collect": self._collect,
+        }
+        self.script = client_script(optibase)
+        self.script_etag = '"' + hashlib.blake2b(self.script, digest_size=12).hexdigest() + '"'
+
+    async def __call__(
+        self, scope: Scope, receive: Receive, send: Send, set_cookie: SetCookie
+    ) -> None:
+        handler = self._routes.get(scope["path"])
+        try:
+            if handler is None:
+                raise _Refused(404, "not found")
+            await handler(scope, receive, send, set_cookie)
+        except _Refused as refused:
+            await _json(send, refused.status, {"error": refused.error})
+        except Exception:
+            logger.exception("optibase: collector failed on a request")
+            await _json(send, 400, {"error": "request could not be processed"})
+
+    async def _script(self, scope: Scope, receive: Receive, send: Send, _: SetCookie) -> None:
+        if scope["method"] not in ("GET", "HEAD"):
+            raise _Refused(405, "method not allowed")
+        headers = [
+            (b"content-type", b"application/javascript; charset=utf-8"),
+            (b"cache-control", b"public, max-age=300"),
+            (b"etag", self.script_etag.encode()),
+        ]
+        if _header(scope, b"if-none-match") == self.script_etag:
+            await send({"type": "http.response.start", "status": 304, "headers": headers})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        headers.append((b"content-length", str(len(self.script)).encode()))
+        body = self.script if scope["method"] == "GET" else b""
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _variants(
+        self, scope: Scope, receive: Receive, send: Send, set_cookie: SetCookie
+    ) -> None:
+        if scope["method"] != "GET":
+            raise _Refused(405, "method not allowed")
+        visitor = Visitor(
+            self._optibase, scope, read_cookie(scope["headers"], self._optibase.cookie_name)
+        )
+        payload = {
+            "visitor_id": visitor.id,
+            "variants": [
+                {"test_id": t, "variant_id": v} for t, v in visitor.active_variants.items()
+            ],
+        }
+        start: Message = {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"cache-control", b"no-store"),
+            ],
+        }
+        await send(set_cookie(start, visitor, scope))
+        await send({"type": "http.response.body", "body": json.dumps(payload).encode()})
+
+    async def _collect(self, scope: Scope, receive: Receive, send: Send, _: SetCookie) -> None:
+        optibase = self._optibase
+        if scope["method"] != "POST":
+            raise _Refused(405, "method not allowed")
+        _refuse_cross_site(scope)
+        content_type = (_header(scope, b"content-type") or "").split(";", 1)[0].strip().lower()
+        if content_type != "application/json":
+            raise _Refused(415, "content-type must be application/json")
+        body = await _read_body(scope, receive)
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise _Refused(400, "body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise _Refused(400, "body must be a JSON object")
+        kind = data.get("type")
+        if kind not in _BEACON_TYPES:
+            raise _Refused(400, "type must be 'click' or 'conversion'")
+        conversion_id = data.get("conversion_id")
+        if not isinstance(conversion_id, str) or not conversion_id:
+            raise _Refused(400, "conversion_id must be a non-empty string")
+        url = data.get("url")
+        if not isinstance(url, str) or len(url) > _MAX_URL_LENGTH or not _same_site(url, scope):
+            raise _Refused(400, "url must be a page of this site")
+        referrer = data.get("referrer", "")
+        if not isinstance(referrer, str) or len(referrer) > _MAX_URL_LENGTH:
+            raise _Refused(400, "referrer must be a string")
+
+        token = read_cookie(scope["headers"], optibase.cookie_name)
+        record = optibase.codec.decode(token) if token else None
+        if record is None:
+            raise _Refused(403, "no valid visitor cookie")
+        conversion = optibase.settings.conversions_by_id.get(conversion_id)
+        if conversion is None:
+            raise _Refused(404, "unknown conversion_id")
+        if conversion.type is not _BEACON_TYPES[kind]:
+            raise _Refused(400, f"conversion {conversion_id!r} is not a {kind} conversion")
+
+        visitor = Visitor(optibase, scope, token)
+        server = request_context(scope)
+        context = RequestContext(
+            ip=server.ip,
+            user_agent=server.user_agent,
+            accept_language=server.accept_language,
+            url=url,
+            referrer=referrer or None,
+        )
+        visitor.fire(conversion, origin_url=url, context=context)
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+
+def client_script(optibase: Optibase) -> bytes:
+    """``static/optibase.js`` with this site's configuration filled in."""
+    settings = optibase.settings
+    config = {
+        "collectUrl": f"{settings.prefix}/collect",
+        "variantsUrl": f"{settings.prefix}/variants",
+        "clicks": [
+            {"id": c.id, "selector": c.selector}
+            for c in settings.conversions
+            if c.type is ConversionType.CLICK
+        ],
+    }
+    # "</" cannot close an inline script if the config is ever inlined.
+    encoded = json.dumps(config).replace("</", "<\\/")
+    source = resources.files("optibase_edge").joinpath("static/optibase.js").read_text("utf-8")
+    return source.replace("__OPTIBASE_CONFIG__", encoded, 1).encode("utf-8")
+
+
+def _refuse_cross_site(scope: Scope) -> None:
+    fetch_site = _header(scope, b"sec-fetch-site")
+    if fetch_site is not None and fetch_site not in ("same-origin", "none"):
+        raise _Refused(403, "cross-site request")
+    origin = _header(scope, b"origin")
+    if origin is not None and not _same_site(origin, scope):
+        raise _Refused(403, "cross-site request")
+
+
+def _same_site(url: str, scope: Scope) -> bool:
+    host = _header(scope, b"host")
+    if not host:
+        return False
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and parts.netloc.lower() == host.lower()
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+async def _read_body(scope: Scope, receive: Receive) -> bytes:
+    declared = _header(scope, b"content-length")
+    if declared is not None:
+        try:
+            if int(declared) > MAX_BODY_BYTES:
+                raise _Refused(413, f"body over {MAX_BODY_BYTES} bytes")
+        except ValueError:
+            raise _Refused(400, "bad content-length") from None
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Refused(400, "client went away")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise _Refused(413, f"body over {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _json(send: Send, status: int, payload: dict[str, Any]) -> None:
+    body = json.dumps(payload).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

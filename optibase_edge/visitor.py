@@ -1,0 +1,149 @@
+"""The visitor cookie: an anonymous ID and sticky assignments, signed.
+
+The token is URL-safe base64 JSON ``[visitor_id, {test_id: variant_id}]`` with an
+``itsdangerous`` HMAC signature.
+It is verified with any of the configured keys and signed with the newest, so
+keys can rotate; a token signed with an older key is marked stale and re-signed
+on the next response. Verifying costs far more than a request should, so tokens
+already verified are remembered in a bounded LRU.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+from cachetools import LRUCache
+from itsdangerous import BadSignature, Signer
+
+# Browsers keep at least 4096 bytes per cookie, name and attributes included.
+MAX_TOKEN_LENGTH = 3800
+_SALT = "optibase-visitor"
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+
+
+@dataclass(frozen=True, slots=True)
+class VisitorRecord:
+    """What a valid token says; ``stale`` when it was signed with an older key."""
+
+    visitor_id: str
+    assignments: Mapping[str, str]
+    stale: bool = False
+
+
+def new_visitor_id() -> str:
+    return str(uuid.uuid4())
+
+
+class _KeyCachingSigner(Signer):
+    """A Signer that derives each key once rather than on every sign and verify."""
+
+    _derived: ClassVar[dict[tuple[bytes, bytes], bytes]] = {}
+
+    def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
+        raw = self.secret_keys[-1] if secret_key is None else secret_key
+        raw = raw.encode() if isinstance(raw, str) else raw
+        cache_key = (raw, self.salt)
+        derived = self._derived.get(cache_key)
+        if derived is None:
+            derived = self._derived[cache_key] = super().derive_key(raw)
+        return derived
+
+
+class CookieCodec:
+    """Signs and verifies visitor tokens, caching verified ones."""
+
+    def __init__(self, secret_keys: Sequence[str], cache_size: int = 65_536) -> None:
+        if not secret_keys:
+            raise ValueError("at least one secret key is needed")
+        self._signer = _KeyCachingSigner(secret_keys[-1], salt=_SALT)
+        self._any_key = (
+            _KeyCachingSigner(list(secret_keys), salt=_SALT) if len(secret_keys) > 1 else None
+        )
+        self._verified: LRUCache[str, VisitorRecord] = LRUCache(maxsize=cache_size)
+
+    def decode(self, token: str) -> VisitorRecord | None:
+        """The record a token carries, or None for anything not valid and ours."""
+        record = self._verified.get(token)
+        if record is not None:
+            return record
+        if len(token) > MAX_TOKEN_LENGTH:
+            return None
+        stale = False
+        try:
+            signed = self._signer.unsign(token)
+        except BadSignature:
+            if self._any_key is None:
+                return None
+            try:
+                signed = self._any_key.unsign(token)
+            except BadSignature:
+                return None
+            stale = True
+        try:
+            payload = json.loads(base64.urlsafe_b64decode(signed + b"=" * (-len(signed) % 4)))
+        except (binascii.Error, ValueError):
+            return None
+        record = _record_from_payload(payload, stale)
+        if record is not None:
+            self._verified[token] = record
+        return record
+
+    def encode(self, visitor_id: str, assignments: Mapping[str, str]) -> str:
+        """Sign a token, dropping the newest assignments if it would not fit a cookie."""
+        items = list(assignments.items())
+        while True:
+            payload = json.dumps([visitor_id, dict(items)], separators=(",", ":")).encode()
+            encoded = base64.urlsafe_b64encode(payload).rstrip(b"=")
+            token = self._signer.sign(encoded).decode("ascii")
+            if len(token) <= MAX_TOKEN_LENGTH or not items:
+                break
+            items.pop()
+        self._verified[token] = VisitorRecord(visitor_id, dict(items))
+        return token
+
+
+def _record_from_payload(payload: object, stale: bool) -> VisitorRecord | None:
+    if not isinstance(payload, list) or len(payload) != 2:
+        return None
+    visitor_id, assignments = payload
+    if not isinstance(visitor_id, str) or not _UUID.match(visitor_id):
+        return None
+    if not isinstance(assignments, dict):
+        return None
+    if not all(isinstance(variant_id, str) for variant_id in assignments.values()):
+        return None
+    return VisitorRecord(visitor_id, assignments, stale)
+
+
+def read_cookie(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> str | None:
+    """The value of cookie *name* in raw ASGI headers, or None.
+
+    A hand-rolled scan: parsing every cookie into a dict costs more than the
+    whole returning-visitor path is allowed to.
+    """
+    prefix = name + b"="
+    for key, value in headers:
+        if key != b"cookie":
+            continue
+        for part in value.split(b";"):
+            part = part.strip()
+            if part.startswith(prefix):
+                try:
+                    return part[len(prefix) :].decode("ascii").strip('"')
+                except UnicodeDecodeError:
+                    return None
+    return None
+
+
+def set_cookie_header(name: str, token: str, *, max_age: int, secure: bool) -> tuple[bytes, bytes]:
+    value = f"{name}={token}; Max-Age={max_age}; Path=/; HttpOnly; SameSite=Lax"
+    if secure:
+        value += "; Secure"
+    return (b"set-cookie", value.encode("latin-1"))

@@ -10,6 +10,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._optibase import Optibase, Visitor
 from .collector import Collector
+from .config import ConversionType
+from .injection import HtmlInjector, script_tag
 from .visitor import read_cookie, set_cookie_header
 
 logger = logging.getLogger("optibase_edge")
@@ -38,6 +40,14 @@ class OptibaseMiddleware:
         self._cookie_name = optibase.settings.cookie_name
         self._max_age = optibase.settings.cookie_max_age
         self._secure = optibase.settings.cookie_secure
+        settings = optibase.settings
+        inject = settings.inject_script
+        if inject is None:
+            inject = any(c.type is ConversionType.CLICK for c in settings.conversions)
+        self._inject = inject
+        script_path = f"{settings.prefix}/script.js"
+        self._script_src = f"{script_path}?v={self._collector.script_etag.strip(chr(34))[:12]}"
+        self._script_marker = script_path.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope_type = scope["type"]
@@ -65,18 +75,53 @@ class OptibaseMiddleware:
             except Exception:
                 logger.exception("optibase: assigning tests failed; serving the page without")
 
-        async def send_with_cookie(message: Message) -> None:
-            if message["type"] == "http.response.start":
+        injector: HtmlInjector | None = None
+        held_start: Message | None = None
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal injector, held_start
+            kind = message["type"]
+            if kind == "http.response.start":
                 try:
                     if page_views and 200 <= message["status"] < 300:
                         for conversion in page_views:
                             visitor.fire(conversion)
+                    if self._inject and scope["method"] == "GET":
+                        injector = self._injector_for(message, visitor, scope)
                     message = self._set_cookie(message, visitor, scope)
                 except Exception:
+                    injector = None
                     logger.exception("optibase: could not finish the visitor; response unchanged")
+                if injector is not None and _header(message, b"content-length") is not None:
+                    held_start = message  # the length is known once the first chunk is seen
+                    return
+            elif kind == "http.response.body" and injector is not None:
+                more_body = message.get("more_body", False)
+                body = injector.feed(message.get("body", b""), more_body)
+                if held_start is not None:
+                    start, held_start = held_start, None
+                    headers = [h for h in start["headers"] if h[0].lower() != b"content-length"]
+                    if not more_body:
+                        headers.append((b"content-length", str(len(body)).encode()))
+                    # A streamed body's final length is unknown: the server will chunk it.
+                    await send({**start, "headers": headers})
+                message = {**message, "body": body}
             await send(message)
 
-        await self.app(scope, receive, send_with_cookie)
+        await self.app(scope, receive, send_wrapper)
+
+    def _injector_for(self, start: Message, visitor: Visitor, scope: Scope) -> HtmlInjector | None:
+        content_type = _header(start, b"content-type") or b""
+        if not content_type.lower().startswith(b"text/html"):
+            return None
+        if _header(start, b"content-encoding") is not None or scope.get("optibase.injecting"):
+            return None
+        scope["optibase.injecting"] = True  # a second middleware in the stack must not
+        nonce = self.optibase.settings.csp_nonce
+        if callable(nonce):
+            nonce = nonce(scope)
+        tag = script_tag(self._script_src, visitor.id, visitor.active_variants, nonce)
+        return HtmlInjector(tag, self._script_marker)
 
     def _set_cookie(self, message: Message, visitor: Visitor, scope: Scope) -> Message:
         token = visitor.cookie_token()
@@ -107,6 +152,13 @@ class OptibaseMiddleware:
             await send(message)
 
         await self.app(scope, receive_and_start, flush_then_send)
+
+
+def _header(message: Message, name: bytes) -> bytes | None:
+    for key, value in message.get("headers", ()):
+        if key.lower() == name:
+            return bytes(value)
+    return None
 
 
 def get_visitor(request: Request) -> Visitor:

@@ -1,0 +1,91 @@
+"""Real-browser test support: a headless Chromium fixture and a uvicorn runner.
+
+Import the fixture into a test module (``from tests.browser import browser``)
+to use it. Tests using it must stay synchronous: Playwright's sync API refuses
+to run inside a running asyncio loop.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+import uvicorn
+
+CHROMIUM_PATH = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+STARTUP_TIMEOUT = 10.0
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """A headless Chromium shared by the whole session (one context per test is cheap)."""
+    if not os.path.exists(CHROMIUM_PATH):
+        message = f"Chromium not found at {CHROMIUM_PATH} (apt-get install -y chromium)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        instance = playwright.chromium.launch(
+            executable_path=CHROMIUM_PATH, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield instance
+        finally:
+            instance.close()
+
+
+@contextmanager
+def serve(app: Any, *, timeout: float = STARTUP_TIMEOUT) -> Iterator[str]:
+    """Run ``app`` under real uvicorn on 127.0.0.1 in a thread; yield its base URL."""
+    # Bind port 0 here and hand the socket over: no race for a "free" port.
+    # (uvicorn leaves signal handlers alone when not on the main thread.)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="auto", access_log=False
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name=f"uvicorn-{port}", daemon=True
+    )
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive():
+            sock.close()
+            raise RuntimeError("uvicorn exited during startup")
+        if time.monotonic() > deadline:
+            server.should_exit = True
+            thread.join(timeout)
+            sock.close()
+            raise RuntimeError(f"uvicorn did not start within {timeout}s")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout)
+        if thread.is_alive():
+            # Open keep-alive connections can hold a graceful shutdown.
+            server.force_exit = True
+            thread.join(timeout)
+        sock.close()

@@ -234,6 +234,7 @@ _TUNABLES: dict[str, type] = {
     "retry_max_time": float,
     "shutdown_timeout": float,
 }
+_OPTIONAL = {"cookie_secure", "inject_script"}  # None: decided per request / by the config
 _POSITIVE = {
     "cookie_max_age",
     "dedupe_ttl",
@@ -279,10 +280,10 @@ def build_settings(
         secret_keys = [k for k in env.get("OPTIBASE_SECRET_KEYS", "").split(",") if k.strip()]
     elif isinstance(secret_keys, str):
         secret_keys = [secret_keys]
-    keys = tuple(k.strip() for k in secret_keys)
-    for key in keys:
-        if not isinstance(key, str) or not key:
+    for key in secret_keys:
+        if not isinstance(key, str) or not key.strip():
             raise ConfigError("secret_keys must be non-empty strings")
+    keys = tuple(k.strip() for k in secret_keys)
     if segment_write_key is None:
         segment_write_key = env.get("OPTIBASE_SEGMENT_WRITE_KEY") or None
     if segment_write_key is not None and (
@@ -298,24 +299,32 @@ def build_settings(
     if development:
         keys = (os.urandom(32).hex(),)
 
-    region = (segment_region or env.get("OPTIBASE_SEGMENT_REGION") or "us").strip().lower()
+    region = segment_region or env.get("OPTIBASE_SEGMENT_REGION") or "us"
+    if not isinstance(region, str):
+        raise ConfigError(f"segment_region must be 'us' or 'eu', got {region!r}")
+    region = region.strip().lower()
     if region not in SEGMENT_BASE_URLS:
         raise ConfigError(f"segment_region must be 'us' or 'eu', got {region!r}")
-    if segment_endpoint is not None and not re.match(r"^https?://[^/\s]+", segment_endpoint):
+    if segment_endpoint is not None and (
+        not isinstance(segment_endpoint, str)
+        or not re.match(r"^https?://[^/\s]+", segment_endpoint)
+    ):
         raise ConfigError(f"segment_endpoint must be an http(s) base URL, got {segment_endpoint!r}")
 
     for name, value in tunables.items():
         if name not in _TUNABLES:
             raise ConfigError(f"unknown setting {name!r}")
+        if value is None and name in _OPTIONAL:
+            continue
         expected = _TUNABLES[name]
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
             tunables[name] = value
         if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
             raise ConfigError(f"{name} must be {expected.__name__}, got {value!r}")
-        if name in _POSITIVE and cast(float, value) <= 0:
+        if name in _POSITIVE and not cast(float, value) > 0:  # "not >" also refuses NaN
             raise ConfigError(f"{name} must be > 0, got {value!r}")
-    if float(tunables.get("shutdown_timeout", 0.0)) < 0:
+    if not float(tunables.get("shutdown_timeout", 0.0)) >= 0:
         raise ConfigError("shutdown_timeout must be >= 0")
     if "cookie_name" in tunables and not _COOKIE_NAME.match(tunables["cookie_name"]):
         raise ConfigError(f"cookie_name {tunables['cookie_name']!r} is not a valid cookie name")

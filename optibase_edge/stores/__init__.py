@@ -1,0 +1,1 @@
+"""Shared :class:`~optibase_edge.dedupe.DedupeStore` back ends (optional extras)."""

@@ -1,0 +1,271 @@
+"""The /_optibase endpoints: hostile input gets a short 4xx and produces no event."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from optibase_edge import Conversion, ConversionType, Optibase, OptibaseMiddleware, Test, Variant
+from optibase_edge.collector import MAX_BODY_BYTES
+
+PAGE = "http://testserver/landing"
+
+
+def make_site(events: Path) -> tuple[Starlette, Optibase]:
+    ob = Optibase(
+        tests=[Test("hero", [Variant("control"), Variant("bold")], pages=["/landing"])],
+        conversions=[
+            Conversion("signup", ConversionType.CLICK, selector="#signup", one_per_visitor=True),
+            Conversion("cta", ConversionType.CLICK, selector=".cta"),
+            Conversion("newsletter", ConversionType.PROGRAMMATIC),
+            Conversion("pricing", ConversionType.PAGE_VIEW, url="/pricing"),
+        ],
+        secret_keys=["collector-secret"],
+        events_path=events,
+    )
+
+    async def landing(request: Request) -> HTMLResponse:
+        return HTMLResponse("<html><head></head><body><a id=signup>go</a></body></html>")
+
+    app = Starlette(routes=[Route("/landing", landing)])
+    app.add_middleware(OptibaseMiddleware, optibase=ob)
+    return app, ob
+
+
+@pytest.fixture
+def events(tmp_path: Path) -> Path:
+    return tmp_path / "events.jsonl"
+
+
+@pytest.fixture
+def site(events: Path) -> Iterator[tuple[TestClient, Optibase]]:
+    app, ob = make_site(events)
+    with TestClient(app) as test_client:
+        yield test_client, ob
+
+
+@pytest.fixture
+def client(site: tuple[TestClient, Optibase]) -> TestClient:
+    return site[0]
+
+
+@pytest.fixture
+def conversions(site: tuple[TestClient, Optibase], events: Path) -> Callable[[], list[Any]]:
+    """Conversion events written so far, after flushing in the app's own loop."""
+    test_client, ob = site
+
+    def read() -> list[dict[str, Any]]:
+        assert test_client.portal is not None
+        test_client.portal.call(ob.flush, 5)
+        if not events.exists():
+            return []
+        lines = [json.loads(line) for line in events.read_text().splitlines()]
+        return [e for e in lines if e.get("event") == "Conversion Triggered"]
+
+    return read
+
+
+def beacon(
+    client: TestClient,
+    body: Any = None,
+    *,
+    content: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> Any:
+    payload = {"type": "click", "conversion_id": "signup", "url": PAGE, "referrer": ""}
+    if body is not None:
+        payload = body
+    data = content if content is not None else json.dumps(payload).encode()
+    return client.post(
+        "/_optibase/collect",
+        content=data,
+        headers={"content-type": "application/json", **(headers or {})},
+    )
+
+
+def test_a_click_from_a_known_visitor_is_recorded_once_per_visitor(
+    client: TestClient, conversions: Callable[[], list[Any]]
+) -> None:
+    client.get("/landing")
+    assert beacon(client).status_code == 204
+    assert beacon(client).status_code == 204
+    found = conversions()
+    assert len(found) == 1
+    props = found[0]["properties"]
+    assert props["conversion_id"] == "signup"
+    assert props["conversion_type"] == "CLICK"
+    assert props["origin_url"] == PAGE
+    assert props["variants"][0]["test_id"] == "hero"
+    assert found[0]["context"]["page"]["url"] == PAGE
+
+
+def test_repeatable_clicks_are_all_recorded(
+    client: TestClient, conversions: Callable[[], list[Any]]
+) -> None:
+    client.get("/landing")
+    for _ in range(3):
+        assert (
+            beacon(client, {"type": "click", "conversion_id": "cta", "url": PAGE}).status_code
+            == 204
+        )
+    assert len(conversions()) == 3
+
+
+def test_browser_side_programmatic_conversion(
+    client: TestClient, conversions: Callable[[], list[Any]]
+) -> None:
+    client.get("/landing")
+    body = {"type": "conversion", "conversion_id": "newsletter", "url": PAGE}
+    assert beacon(client, body).status_code == 204
+    (found,) = conversions()
+    assert found["properties"]["conversion_type"] == "PROGRAMMATIC"
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"type": "click", "conversion_id": "nope", "url": PAGE}, 404),
+        ({"type": "click", "conversion_id": "newsletter", "url": PAGE}, 400),
+        ({"type": "conversion", "conversion_id": "signup", "url": PAGE}, 400),
+        ({"type": "click", "conversion_id": "pricing", "url": PAGE}, 400),
+        ({"type": "view", "conversion_id": "signup", "url": PAGE}, 400),
+        ({"type": "click", "conversion_id": "", "url": PAGE}, 400),
+        ({"type": "click", "conversion_id": 7, "url": PAGE}, 400),
+        ({"type": "click", "conversion_id": "signup"}, 400),
+        ({"type": "click", "conversion_id": "signup", "url": "https://evil.example/x"}, 400),
+        ({"type": "click", "conversion_id": "signup", "url": "javascript:alert(1)"}, 400),
+        ({"type": "click", "conversion_id": "signup", "url": PAGE, "referrer": 5}, 400),
+        (["click"], 400),
+        ("click", 400),
+    ],
+)
+def test_bad_bodies_are_refused_without_an_event(
+    client: TestClient, conversions: Callable[[], list[Any]], body: Any, status: int
+) -> None:
+    client.get("/landing")
+    response = beacon(client, body)
+    assert response.status_code == status
+    assert "error" in response.json()
+    assert conversions() == []
+
+
+def test_malformed_json_wrong_type_oversize(
+    client: TestClient, conversions: Callable[[], list[Any]]
+) -> None:
+    client.get("/landing")
+    assert beacon(client, content=b"{not json").status_code == 400
+    assert beacon(client, content=b"\xff\xfe").status_code == 400
+    text = client.post("/_optibase/collect", content=b"{}", headers={"content-type": "text/plain"})
+    assert text.status_code == 415
+    big = json.dumps(
+        {"type": "click", "conversion_id": "signup", "url": PAGE, "x": "a" * MAX_BODY_BYTES}
+    )
+    assert beacon(client, content=big.encode()).status_code == 413
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the cap must hold while streaming
+        for _ in range(20):
+            yield b" " * 1024
+
+    streamed = client.post(
+        "/_optibase/collect", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert streamed.status_code == 413
+    assert client.get("/_optibase/collect").status_code == 405
+    assert conversions() == []
+
+
+def test_missing_or_forged_cookie_is_forbidden(
+    client: TestClient, conversions: Callable[[], list[Any]]
+) -> None:
+    assert beacon(client).status_code == 403  # never seen the site: no cookie
+    client.cookies.set("optibase_vid", "WyJmb3JnZWQiXQ.forged")
+    assert beacon(client).status_code == 403
+    assert conversions() == []
+
+
+def test_cross_site_requests_are_forbidden(
+    client: TestClient, conversions: Callable[[], list[Any]]
+) -> None:
+    client.get("/landing")
+    assert beacon(client, headers={"origin": "https://evil.example"}).status_code == 403
+    assert beacon(client, headers={"sec-fetch-site": "cross-site"}).status_code == 403
+    assert beacon(client, headers={"origin": "http://testserver"}).status_code == 204
+    assert len(conversions()) == 1
+
+
+def test_variants_endpoint_reports_the_cookie_visitor(client: TestClient) -> None:
+    page = client.get("/landing")
+    assert page.status_code == 200
+    data = client.get("/_optibase/variants").json()
+    assert set(data) == {"visitor_id", "variants"}
+    assert data["variants"][0]["test_id"] == "hero"
+    assert data["visitor_id"] in page.text  # the injected tag carries the same id
+
+
+def test_script_is_cacheable_and_configured(client: TestClient) -> None:
+    response = client.get("/_optibase/script.js")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/javascript")
+    assert "#signup" in response.text and "__OPTIBASE_CONFIG__" not in response.text
+    etag = response.headers["etag"]
+    again = client.get("/_optibase/script.js", headers={"if-none-match": etag})
+    assert again.status_code == 304
+    assert client.get("/_optibase/nothing").status_code == 404
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    body=st.one_of(
+        st.binary(max_size=300),
+        json_values.map(lambda v: json.dumps(v).encode()),
+        st.fixed_dictionaries(
+            {
+                "type": st.sampled_from(["click", "conversion", "other"]) | json_values,
+                "conversion_id": st.sampled_from(["signup", "cta", "newsletter", "x"])
+                | json_values,
+                "url": st.sampled_from([PAGE, "http://other/x", ""]) | json_values,
+            },
+            optional={"referrer": json_values},
+        ).map(lambda v: json.dumps(v).encode()),
+    ),
+    content_type=st.sampled_from(
+        ["application/json", "text/plain", "application/json; charset=utf-8"]
+    ),
+)
+def test_any_input_gets_a_4xx_or_a_recorded_204(
+    client: TestClient, conversions: Callable[[], list[Any]], body: bytes, content_type: str
+) -> None:
+    client.get("/landing")
+    before = len(conversions())
+    response = client.post(
+        "/_optibase/collect", content=body, headers={"content-type": content_type}
+    )
+    after = len(conversions())
+    assert response.status_code < 500
+    if response.status_code == 204:
+        assert after - before <= 1  # a one-per-visitor click may already be recorded
+    else:
+        assert 400 <= response.status_code < 500
+        assert after == before

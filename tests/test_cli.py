@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from optibase_edge.cli import main
+
+GOOD = """
+secret_keys = ["k"]
+segment_write_key = "wk"
+segment_region = "eu"
+
+[[tests]]
+id = "hero"
+pages = ["/", "/landing/*"]
+traffic = 0.5
+[[tests.variants]]
+id = "control"
+[[tests.variants]]
+id = "bold"
+weight = 3
+
+[[conversions]]
+id = "pricing"
+type = "PAGE_VIEW"
+url = "/pricing"
+one_per_visitor = true
+"""
+
+
+@pytest.fixture(autouse=True)
+def _no_environment_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("OPTIBASE_SECRET_KEYS", "OPTIBASE_SEGMENT_WRITE_KEY", "OPTIBASE_SEGMENT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_check_summarises_a_valid_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "optibase.toml"
+    path.write_text(GOOD)
+    assert main(["check", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "test hero [running, traffic 50%]: control (1), bold (3)" in out
+    assert "conversion pricing [PAGE_VIEW, one per visitor]: /pricing" in out
+    assert "https://events.eu1.segmentapis.com" in out
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        (GOOD.replace('type = "PAGE_VIEW"', 'type = "HOVER"'), "conversions[pricing].type"),
+        (GOOD.replace("weight = 3", "weight = 0"), "variants[bold].weight"),
+        (GOOD.replace('segment_region = "eu"', 'segment_region = "ap"'), "segment_region"),
+        (GOOD.replace('secret_keys = ["k"]', ""), "secret_keys"),
+        (GOOD + "\nbogus = 1\n", "bogus"),
+        ("[[tests]\n", "not valid TOML"),
+    ],
+)
+def test_check_names_the_bad_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, field: str
+) -> None:
+    path = tmp_path / "optibase.toml"
+    path.write_text(text)
+    assert main(["check", str(path)]) == 2
+    assert field in capsys.readouterr().err
+
+
+def test_check_reports_a_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", str(tmp_path / "absent.toml")]) == 2
+    assert "cannot read" in capsys.readouterr().err

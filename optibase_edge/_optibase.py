@@ -381,7 +381,10 @@ def request_context(scope: Mapping[str, Any]) -> RequestContext:
         host = f"{server_host}:{port}" if port else server_host
     url = None
     if host:
-        path = scope.get("root_path", "") + scope.get("path", "")
+        # ASGI servers (and Starlette) put root_path inside path; older ones did not.
+        path, root_path = scope.get("path", ""), scope.get("root_path", "")
+        if root_path and not path.startswith(root_path):
+            path = root_path + path
         query = scope.get("query_string", b"").decode("latin-1")
         url = f"{scope.get('scheme', 'http')}://{host}{path}" + (f"?{query}" if query else "")
     return RequestContext(

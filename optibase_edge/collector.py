@@ -49,13 +49,29 @@ class Collector:
             f"{prefix}/variants": self._variants,
             f"{prefix}/collect": self._collect,
         }
-        self.script = client_script(optibase)
-        self.script_etag = '"' + hashlib.blake2b(self.script, digest_size=12).hexdigest() + '"'
+        self._scripts: dict[str, tuple[bytes, str]] = {}
+
+    def script_for(self, root_path: str) -> tuple[bytes, str]:
+        """The client script for an app mounted at *root_path*, and its ETag."""
+        found = self._scripts.get(root_path)
+        if found is None:
+            script = client_script(self._optibase, root_path)
+            etag = '"' + hashlib.blake2b(script, digest_size=12).hexdigest() + '"'
+            if len(self._scripts) >= 16:  # root paths are few; stay bounded regardless
+                self._scripts.clear()
+            found = self._scripts[root_path] = (script, etag)
+        return found
+
+    def script_src(self, root_path: str) -> str:
+        """The URL pages load the script from: versioned, so caches never serve a stale one."""
+        etag = self.script_for(root_path)[1]
+        return f"{root_path}{self._optibase.settings.prefix}/script.js?v={etag.strip(chr(34))}"
 
     async def __call__(
-        self, scope: Scope, receive: Receive, send: Send, set_cookie: SetCookie
+        self, scope: Scope, receive: Receive, send: Send, set_cookie: SetCookie, route: str
     ) -> None:
-        handler = self._routes.get(scope["path"])
+        """Answer a request whose *route* (path under the app's root) is under the prefix."""
+        handler = self._routes.get(route)
         try:
             if handler is None:
                 raise _Refused(404, "not found")
@@ -69,17 +85,18 @@ class Collector:
     async def _script(self, scope: Scope, receive: Receive, send: Send, _: SetCookie) -> None:
         if scope["method"] not in ("GET", "HEAD"):
             raise _Refused(405, "method not allowed")
+        script, etag = self.script_for(scope.get("root_path", ""))
         headers = [
             (b"content-type", b"application/javascript; charset=utf-8"),
             (b"cache-control", b"public, max-age=300"),
-            (b"etag", self.script_etag.encode()),
+            (b"etag", etag.encode()),
         ]
-        if _header(scope, b"if-none-match") == self.script_etag:
+        if _header(scope, b"if-none-match") == etag:
             await send({"type": "http.response.start", "status": 304, "headers": headers})
             await send({"type": "http.response.body", "body": b""})
             return
-        headers.append((b"content-length", str(len(self.script)).encode()))
-        body = self.script if scope["method"] == "GET" else b""
+        headers.append((b"content-length", str(len(script)).encode()))
+        body = script if scope["method"] == "GET" else b""
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -160,12 +177,12 @@ class Collector:
         await send({"type": "http.response.body", "body": b""})
 
 
-def client_script(optibase: Optibase) -> bytes:
+def client_script(optibase: Optibase, root_path: str = "") -> bytes:
     """``static/optibase.js`` with this site's configuration filled in."""
     settings = optibase.settings
     config = {
-        "collectUrl": f"{settings.prefix}/collect",
-        "variantsUrl": f"{settings.prefix}/variants",
+        "collectUrl": f"{root_path}{settings.prefix}/collect",
+        "variantsUrl": f"{root_path}{settings.prefix}/variants",
         "clicks": [
             {"id": c.id, "selector": c.selector}
             for c in settings.conversions

@@ -45,9 +45,7 @@ class OptibaseMiddleware:
         if inject is None:
             inject = any(c.type is ConversionType.CLICK for c in settings.conversions)
         self._inject = inject
-        script_path = f"{settings.prefix}/script.js"
-        self._script_src = f"{script_path}?v={self._collector.script_etag.strip(chr(34))[:12]}"
-        self._script_marker = script_path.encode()
+        self._script_marker = f"{settings.prefix}/script.js".encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope_type = scope["type"]
@@ -60,16 +58,16 @@ class OptibaseMiddleware:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         optibase = self.optibase
-        path: str = scope["path"]
-        if path.startswith(self._prefix):
-            await self._collector(scope, receive, send, self._set_cookie)
+        route = _route_path(scope["path"], scope)
+        if route.startswith(self._prefix):
+            await self._collector(scope, receive, send, self._set_cookie, route)
             return
         visitor = Visitor(optibase, scope, read_cookie(scope["headers"], optibase.cookie_name))
         scope[SCOPE_KEY] = visitor
         page_views: tuple[Any, ...] = ()
         if scope["method"] == "GET":
             try:
-                plans, page_views = optibase.for_path(path)
+                plans, page_views = optibase.for_path(route)
                 if plans:
                     visitor.assign_page(plans)
             except Exception:
@@ -120,7 +118,8 @@ class OptibaseMiddleware:
         nonce = self.optibase.settings.csp_nonce
         if callable(nonce):
             nonce = nonce(scope)
-        tag = script_tag(self._script_src, visitor.id, visitor.active_variants, nonce)
+        src = self._collector.script_src(scope.get("root_path", ""))
+        tag = script_tag(src, visitor.id, visitor.active_variants, nonce)
         return HtmlInjector(tag, self._script_marker)
 
     def _set_cookie(self, message: Message, visitor: Visitor, scope: Scope) -> Message:
@@ -152,6 +151,17 @@ class OptibaseMiddleware:
             await send(message)
 
         await self.app(scope, receive_and_start, flush_then_send)
+
+
+def _route_path(path: str, scope: Scope) -> str:
+    """*path* relative to the app's ``root_path``, as Starlette routes it."""
+    root_path: str = scope.get("root_path", "")
+    if not root_path or not path.startswith(root_path):
+        return path
+    rest = path[len(root_path) :]
+    if rest and not rest.startswith("/"):
+        return path  # "/shopping" is not under "/shop"
+    return rest or "/"
 
 
 def _header(message: Message, name: bytes) -> bytes | None:

@@ -81,9 +81,10 @@ def to_message(event: Event) -> dict[str, Any]:
 
 def encode(message: dict[str, Any]) -> bytes:
     """Compact UTF-8 JSON for one message; raises :class:`EventTooLarge` over 32 KB."""
-    body = json.dumps(message, separators=(",", ":"), ensure_ascii=False, default=str).encode(
-        "utf-8", "surrogatepass"
-    )
+    text = json.dumps(message, separators=(",", ":"), ensure_ascii=False, default=str)
+    # A lone surrogate (hostile input can carry one) has no UTF-8 form; it only ever
+    # sits inside a JSON string, where "\udc80" is its valid escape.
+    body = text.encode("utf-8", "backslashreplace")
     if len(body) > MAX_EVENT_BYTES:
         raise EventTooLarge(f"{message.get('type')} {message.get('messageId')}: {len(body)} bytes")
     return body

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from cachetools import LRUCache
-from itsdangerous import BadSignature, Signer
+from itsdangerous import BadData, BadSignature, Signer
+from itsdangerous.encoding import base64_decode, base64_encode
 
 # Browsers keep at least 4096 bytes per cookie, name and attributes included.
 MAX_TOKEN_LENGTH = 3800
@@ -73,7 +74,7 @@ class CookieCodec:
         record = self._verified.get(token)
         if record is not None:
             return record
-        if len(token) > MAX_TOKEN_LENGTH:
+        if len(token) > MAX_TOKEN_LENGTH or not _canonical_signature(token):
             return None
         stale = False
         try:
@@ -107,6 +108,20 @@ class CookieCodec:
             items.pop()
         self._verified[token] = VisitorRecord(visitor_id, dict(items))
         return token
+
+
+def _canonical_signature(token: str) -> bool:
+    """The signature's base64 is exactly as we write it.
+
+    The last character of an unpadded base64 signature carries spare bits, so
+    several spellings decode to the same bytes; accept only ours, so that no
+    altered token verifies.
+    """
+    signature = token.rpartition(".")[2].encode("ascii", "replace")
+    try:
+        return base64_encode(base64_decode(signature)) == signature
+    except BadData:
+        return False
 
 
 def _record_from_payload(payload: object, stale: bool) -> VisitorRecord | None:

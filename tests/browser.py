@@ -32,9 +32,14 @@ CHROMIUM_ARGS = [
 STARTUP_TIMEOUT = 10.0
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """A headless Chromium shared by the whole session (one context per test is cheap)."""
+    """A headless Chromium shared by a test module (one context per test is cheap).
+
+    Module scope, not session: Playwright's sync API keeps an asyncio loop marked
+    running on the main thread while it is alive, which breaks asyncio.run() in
+    any test that comes after it.
+    """
     if not os.path.exists(CHROMIUM_PATH):
         message = f"Chromium not found at {CHROMIUM_PATH} (apt-get install -y chromium)"
         if os.environ.get("CI", "").lower() == "true":

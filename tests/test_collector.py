@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
 from optibase_edge import Conversion, ConversionType, Optibase, OptibaseMiddleware, Test, Variant
@@ -269,3 +270,24 @@ def test_any_input_gets_a_4xx_or_a_recorded_204(
     else:
         assert 400 <= response.status_code < 500
         assert after == before
+
+
+def test_endpoints_work_for_an_app_mounted_under_a_root_path(events: Path) -> None:
+    inner, ob = make_site(events)
+    outer = Starlette(routes=[Mount("/shop", app=inner)])
+    with TestClient(outer) as client:
+        page = client.get("/shop/landing")
+        src = re.search(r'src="([^"]+)"', page.text)
+        assert src is not None and src.group(1).startswith("/shop/_optibase/script.js?v=")
+        script = client.get(src.group(1).replace("&amp;", "&"))
+        assert script.status_code == 200
+        assert '"/shop/_optibase/collect"' in script.text
+        url = "http://testserver/shop/landing"
+        body = {"type": "click", "conversion_id": "cta", "url": url}
+        response = client.post("/shop/_optibase/collect", json=body)
+        assert response.status_code == 204
+        assert client.portal is not None
+        assert client.portal.call(ob.flush, 5)
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    (click,) = [e for e in lines if e.get("event") == "Conversion Triggered"]
+    assert click["properties"]["origin_url"] == url

@@ -1,0 +1,501 @@
+"""Configuration: validation (ConfigError naming the field), env fallbacks, TOML loading."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from optibase_edge import ConfigError, Conversion, ConversionType, Optibase, Test, Variant
+from optibase_edge.config import SEGMENT_BASE_URLS, Settings, build_settings
+
+ENV_NAMES = (
+    "OPTIBASE_SECRET_KEYS",
+    "OPTIBASE_SEGMENT_WRITE_KEY",
+    "OPTIBASE_SEGMENT_REGION",
+    "OPTIBASE_EVENTS_PATH",
+)
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ENV_NAMES:
+        monkeypatch.delenv(name, raising=False)
+
+
+def two(*ids: str) -> list[Variant]:
+    return [Variant(i) for i in (ids or ("a", "b"))]
+
+
+def a_test(test_id: str = "hero", **kwargs: Any) -> Test:
+    kwargs.setdefault("variants", two())
+    return Test(id=test_id, **kwargs)
+
+
+def settings_for(**kwargs: Any) -> Settings:
+    kwargs.setdefault("tests", [a_test()])
+    kwargs.setdefault("environ", {})
+    return build_settings(**kwargs)
+
+
+def raises_naming(*fragments: str) -> Callable[[Callable[[], object]], str]:
+    def check(build: Callable[[], object]) -> str:
+        with pytest.raises(ConfigError) as info:
+            build()
+        message = str(info.value)
+        for fragment in fragments:
+            assert fragment in message, f"{fragment!r} not in {message!r}"
+        return message
+
+    return check
+
+
+# -- every ConfigError case names its field ----------------------------------------------
+
+
+def test_config_error_is_a_value_error() -> None:
+    assert issubclass(ConfigError, ValueError)
+
+
+def test_duplicate_test_ids() -> None:
+    raises_naming("tests", "'hero'")(lambda: settings_for(tests=[a_test(), a_test()]))
+
+
+def test_duplicate_variant_ids() -> None:
+    raises_naming("tests[hero].variants", "'a'")(
+        lambda: Test(id="hero", variants=[Variant("a"), Variant("b"), Variant("a")])
+    )
+
+
+def test_duplicate_conversion_ids() -> None:
+    conv = Conversion(id="buy", type=ConversionType.PROGRAMMATIC)
+    raises_naming("conversions", "'buy'")(lambda: settings_for(conversions=[conv, conv]))
+
+
+@pytest.mark.parametrize("count", [0, 1])
+def test_fewer_than_two_variants(count: int) -> None:
+    raises_naming("tests[hero].variants")(
+        lambda: Test(id="hero", variants=[Variant(f"v{i}") for i in range(count)])
+    )
+
+
+@pytest.mark.parametrize("weight", [0, 0.0, -1, -0.5, math.nan, math.inf, -math.inf, True, False])
+def test_bad_weight(weight: Any) -> None:
+    raises_naming("variants[x].weight")(lambda: Variant("x", weight=weight))
+
+
+@pytest.mark.parametrize("weight", ["1", None, [1]])
+def test_weight_of_wrong_type(weight: Any) -> None:
+    raises_naming("variants[x].weight")(lambda: Variant("x", weight=weight))
+
+
+@pytest.mark.parametrize("weight", [1, 0.001, 3, 2.5])
+def test_good_weight(weight: float) -> None:
+    assert Variant("x", weight=weight).weight == weight
+
+
+@pytest.mark.parametrize("bad_id", ["", "   ", None, 7, "x" * 201])
+def test_bad_ids(bad_id: Any) -> None:
+    raises_naming("variant.id")(lambda: Variant(bad_id))
+    raises_naming("test.id")(lambda: Test(id=bad_id, variants=two()))
+    raises_naming("conversion.id")(lambda: Conversion(id=bad_id, type=ConversionType.PROGRAMMATIC))
+
+
+def test_variants_must_be_variant_objects() -> None:
+    raises_naming("tests[hero].variants")(lambda: Test(id="hero", variants=["a", "b"]))  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize("selector", [None, ""])
+def test_click_without_selector(selector: str | None) -> None:
+    raises_naming("conversions[signup].selector")(
+        lambda: Conversion(id="signup", type=ConversionType.CLICK, selector=selector)
+    )
+
+
+@pytest.mark.parametrize("url", [None, ""])
+def test_page_view_without_url(url: str | None) -> None:
+    raises_naming("conversions[pricing].url")(
+        lambda: Conversion(id="pricing", type=ConversionType.PAGE_VIEW, url=url)
+    )
+
+
+def test_page_view_url_must_be_a_path() -> None:
+    raises_naming("conversions[pricing].url")(
+        lambda: Conversion(id="pricing", type=ConversionType.PAGE_VIEW, url="pricing")
+    )
+
+
+def test_conversion_type_accepts_string_and_rejects_unknown() -> None:
+    conv = Conversion(id="buy", type="PROGRAMMATIC")  # type: ignore[arg-type]
+    assert conv.type is ConversionType.PROGRAMMATIC
+    raises_naming("conversions[buy].type")(lambda: Conversion(id="buy", type="SWIPE"))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("region", ["asia", "usa", "eu2", "u s"])
+def test_region_other_than_us_or_eu(region: str) -> None:
+    raises_naming("segment_region")(lambda: settings_for(segment_region=region))
+
+
+def test_region_from_env_is_validated_too() -> None:
+    raises_naming("segment_region")(
+        lambda: settings_for(environ={"OPTIBASE_SEGMENT_REGION": "mars"})
+    )
+
+
+def test_write_key_without_secret_key() -> None:
+    raises_naming("secret_keys")(lambda: settings_for(segment_write_key="wk"))
+    raises_naming("secret_keys")(lambda: settings_for(environ={"OPTIBASE_SEGMENT_WRITE_KEY": "wk"}))
+
+
+@pytest.mark.parametrize("traffic", [-0.01, 1.01, 2, math.nan, True, "0.5", None])
+def test_bad_traffic(traffic: Any) -> None:
+    raises_naming("tests[hero].traffic")(lambda: a_test(traffic=traffic))
+
+
+@pytest.mark.parametrize("traffic", [0, 0.0, 0.5, 1, 1.0])
+def test_good_traffic(traffic: float) -> None:
+    assert a_test(traffic=traffic).traffic == traffic
+
+
+@pytest.mark.parametrize("status", ["live", "RUNNING", "", None])
+def test_bad_status(status: Any) -> None:
+    raises_naming("tests[hero].status")(lambda: a_test(status=status))
+
+
+def test_winner_not_a_variant() -> None:
+    raises_naming("tests[hero].winner", "'c'")(lambda: a_test(status="stopped", winner="c"))
+    assert a_test(status="stopped", winner="b").winner == "b"
+
+
+@pytest.mark.parametrize("gap", [timedelta(0), timedelta(seconds=-1), timedelta(days=-3)])
+def test_ends_at_not_after_starts_at(gap: timedelta) -> None:
+    start = datetime(2030, 1, 1, tzinfo=UTC)
+    raises_naming("tests[hero].ends_at")(lambda: a_test(starts_at=start, ends_at=start + gap))
+
+
+def test_naive_schedule_is_taken_as_utc_and_compared_with_aware() -> None:
+    naive_start = datetime(2030, 1, 1, 12, 0)
+    # 13:00+02:00 is 11:00 UTC: before the (UTC) start.
+    aware_end = datetime(2030, 1, 1, 13, 0, tzinfo=timezone(timedelta(hours=2)))
+    raises_naming("ends_at")(lambda: a_test(starts_at=naive_start, ends_at=aware_end))
+    test = a_test(starts_at=naive_start)
+    assert test.starts_at == datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def test_schedule_values_must_be_datetimes() -> None:
+    raises_naming("tests[hero].starts_at")(lambda: a_test(starts_at="2030-01-01"))
+
+
+def test_is_running_respects_schedule_and_status() -> None:
+    start = datetime(2030, 1, 1, tzinfo=UTC)
+    end = start + timedelta(days=1)
+    test = a_test(starts_at=start, ends_at=end)
+    assert not test.is_running(start - timedelta(seconds=1))
+    assert test.is_running(start)
+    assert test.is_running(end - timedelta(seconds=1))
+    assert not test.is_running(end)
+    assert not a_test(status="paused").is_running(start)
+
+
+@pytest.mark.parametrize("pages", ["/", ["landing"], [3]])
+def test_bad_pages(pages: Any) -> None:
+    raises_naming("tests[hero].pages")(lambda: a_test(pages=pages))
+
+
+def test_unknown_setting() -> None:
+    raises_naming("cookie_nmae")(lambda: settings_for(cookie_nmae="x"))
+    raises_naming("cookie_nmae")(lambda: Optibase(tests=[a_test()], cookie_nmae="x"))
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("cookie_max_age", 0),
+        ("cookie_max_age", -5),
+        ("cookie_max_age", "10"),
+        ("cookie_max_age", True),
+        ("flush_interval", 0),
+        ("max_batch_events", 0),
+        ("cookie_secure", "yes"),
+        ("inject_script", 1),
+    ],
+)
+def test_bad_tunable_names_it(name: str, value: Any) -> None:
+    raises_naming(name)(lambda: settings_for(**{name: value}))
+
+
+def test_int_accepted_for_float_tunable() -> None:
+    s = settings_for(flush_interval=2, dedupe_ttl=60)
+    assert s.flush_interval == 2.0 and isinstance(s.flush_interval, float)
+
+
+@pytest.mark.parametrize("name", ["", "a b", "vid;x", "vid=1", "ví d", "a,b", 'a"b'])
+def test_bad_cookie_name(name: str) -> None:
+    raises_naming("cookie_name")(lambda: settings_for(cookie_name=name))
+
+
+def test_good_cookie_name() -> None:
+    assert settings_for(cookie_name="my_vid-2").cookie_name == "my_vid-2"
+
+
+@pytest.mark.parametrize("prefix", ["", "/", "//", "_optibase", "optibase/"])
+def test_bad_prefix(prefix: str) -> None:
+    raises_naming("prefix")(lambda: settings_for(prefix=prefix))
+
+
+def test_prefix_trailing_slash_is_trimmed() -> None:
+    assert settings_for(prefix="/ab/").prefix == "/ab"
+
+
+def test_bad_segment_endpoint() -> None:
+    raises_naming("segment_endpoint")(lambda: settings_for(segment_endpoint="ftp://x"))
+    raises_naming("segment_endpoint")(lambda: settings_for(segment_endpoint="api.segment.io"))
+
+
+def test_tests_and_conversions_must_be_objects() -> None:
+    raises_naming("tests")(lambda: settings_for(tests=[{"id": "hero"}]))
+    raises_naming("conversions")(lambda: settings_for(conversions=["buy"]))
+
+
+@pytest.mark.parametrize("keys", [[""], ["  "], ["good", ""]])
+def test_empty_secret_key(keys: list[str]) -> None:
+    raises_naming("secret_keys")(lambda: settings_for(secret_keys=keys))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"secret_keys": [123]}, "secret_keys"),
+        ({"secret_keys": ["ok", None]}, "secret_keys"),
+        ({"segment_region": 5}, "segment_region"),
+        ({"segment_endpoint": 5}, "segment_endpoint"),
+        ({"segment_write_key": 5, "secret_keys": ["k"]}, "segment_write_key"),
+        ({"flush_interval": math.nan}, "flush_interval"),
+        ({"dedupe_ttl": math.nan}, "dedupe_ttl"),
+        ({"shutdown_timeout": math.nan}, "shutdown_timeout"),
+        ({"shutdown_timeout": -1}, "shutdown_timeout"),
+    ],
+)
+def test_wrong_types_and_nan_are_config_errors(kwargs: dict[str, Any], field: str) -> None:
+    raises_naming(field)(lambda: settings_for(**kwargs))
+
+
+# -- environment fallbacks ----------------------------------------------------------------
+
+
+def test_secret_keys_from_env_comma_separated_newest_last() -> None:
+    s = settings_for(environ={"OPTIBASE_SECRET_KEYS": " old , ,new,"})
+    assert s.secret_keys == ("old", "new")
+    assert not s.development
+
+
+def test_explicit_secret_keys_beat_env() -> None:
+    s = settings_for(secret_keys=["mine"], environ={"OPTIBASE_SECRET_KEYS": "env"})
+    assert s.secret_keys == ("mine",)
+    assert settings_for(secret_keys="solo").secret_keys == ("solo",)
+
+
+def test_write_key_and_region_from_env() -> None:
+    env = {
+        "OPTIBASE_SECRET_KEYS": "k",
+        "OPTIBASE_SEGMENT_WRITE_KEY": "wk-env",
+        "OPTIBASE_SEGMENT_REGION": "EU",
+    }
+    s = settings_for(environ=env)
+    assert s.segment_write_key == "wk-env"
+    assert s.segment_region == "eu"
+    assert s.segment_base_url == "https://events.eu1.segmentapis.com"
+    assert not s.development
+    # explicit arguments win over the environment
+    s = settings_for(environ=env, segment_write_key="wk-arg", segment_region="us")
+    assert (s.segment_write_key, s.segment_region) == ("wk-arg", "us")
+
+
+def test_optibase_reads_os_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("OPTIBASE_SECRET_KEYS", "first,second")
+    monkeypatch.setenv("OPTIBASE_SEGMENT_WRITE_KEY", "wk")
+    monkeypatch.setenv("OPTIBASE_SEGMENT_REGION", "eu")
+    ob = Optibase(tests=[a_test()], events_path=tmp_path / "e.jsonl")
+    assert ob.settings.secret_keys == ("first", "second")
+    assert ob.settings.segment_write_key == "wk"
+    assert ob.settings.segment_base_url == SEGMENT_BASE_URLS["eu"]
+    assert not ob.settings.development
+    # signs with the newest key: a codec knowing only "second" verifies its tokens
+    from optibase_edge.visitor import CookieCodec
+
+    token = ob.codec.encode("6f1c6a38-0d5e-4b8e-9a3e-2b7f0e3c1d2a", {})
+    assert CookieCodec(["second"]).decode(token) is not None
+    assert CookieCodec(["first"]).decode(token) is None
+
+
+# -- development mode ---------------------------------------------------------------------
+
+
+def test_development_mode(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    with caplog.at_level(logging.WARNING, logger="optibase_edge"):
+        ob = Optibase(tests=[a_test()], events_path=tmp_path / "e.jsonl")
+    assert ob.settings.development
+    assert ob.settings.segment_write_key is None
+    assert len(ob.settings.secret_keys) == 1 and len(ob.settings.secret_keys[0]) >= 32
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("development" in r.getMessage() for r in warnings)
+    # the key is ephemeral: another instance has another key, so cookies do not carry over
+    other = Optibase(tests=[a_test()], events_path=tmp_path / "e.jsonl")
+    assert other.settings.secret_keys != ob.settings.secret_keys
+    token = ob.codec.encode("6f1c6a38-0d5e-4b8e-9a3e-2b7f0e3c1d2a", {"hero": "a"})
+    assert ob.codec.decode(token) is not None
+    assert other.codec.decode(token) is None
+
+
+def test_no_development_warning_when_configured(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="optibase_edge"):
+        ob = Optibase(tests=[a_test()], secret_keys=["k"], segment_write_key="wk")
+    assert not ob.settings.development
+    assert not [r for r in caplog.records if "development" in r.getMessage()]
+
+
+def test_secret_key_without_write_key_is_not_development_but_writes_jsonl() -> None:
+    s = settings_for(secret_keys=["k"])
+    assert not s.development
+    assert s.segment_write_key is None
+
+
+# -- region -> base URL -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("region", "url"),
+    [
+        (None, "https://api.segment.io"),
+        ("us", "https://api.segment.io"),
+        ("US", "https://api.segment.io"),
+        ("eu", "https://events.eu1.segmentapis.com"),
+    ],
+)
+def test_region_base_url(region: str | None, url: str) -> None:
+    assert settings_for(segment_region=region).segment_base_url == url
+
+
+def test_endpoint_override() -> None:
+    s = settings_for(segment_region="eu", segment_endpoint="http://127.0.0.1:9010/")
+    assert s.segment_base_url == "http://127.0.0.1:9010"
+
+
+# -- TOML ---------------------------------------------------------------------------------
+
+TOML = """
+secret_keys = ["old-key", "new-key"]
+segment_write_key = "wk-toml"
+segment_region = "eu"
+cookie_name = "ob_vid"
+prefix = "/_exp"
+flush_interval = 1
+
+[[tests]]
+id = "hero"
+pages = ["/", "/landing/*"]
+traffic = 0.5
+seed = "s1"
+starts_at = 2030-01-01T00:00:00Z
+
+  [[tests.variants]]
+  id = "control"
+  name = "Control"
+
+  [[tests.variants]]
+  id = "bold"
+  weight = 3
+
+[[tests]]
+id = "cta"
+variants = ["blue", "green", "red"]
+status = "stopped"
+winner = "green"
+
+[[conversions]]
+id = "signup"
+type = "CLICK"
+selector = "#signup"
+one_per_visitor = true
+
+[[conversions]]
+id = "pricing"
+type = "PAGE_VIEW"
+url = "/pricing"
+
+[[conversions]]
+id = "purchase"
+type = "PROGRAMMATIC"
+"""
+
+
+def test_from_file(tmp_path: Path) -> None:
+    path = tmp_path / "optibase.toml"
+    path.write_text(TOML, encoding="utf-8")
+    ob = Optibase.from_file(path, events_path=tmp_path / "e.jsonl")
+    s = ob.settings
+    assert [t.id for t in s.tests] == ["hero", "cta"]
+    hero, cta = s.tests
+    assert [(v.id, v.weight, v.name) for v in hero.variants] == [
+        ("control", 1.0, "Control"),
+        ("bold", 3, None),
+    ]
+    assert hero.pages == ("/", "/landing/*")
+    assert hero.traffic == 0.5 and hero.seed == "s1"
+    assert hero.starts_at == datetime(2030, 1, 1, tzinfo=UTC)
+    assert [v.id for v in cta.variants] == ["blue", "green", "red"]
+    assert (cta.status, cta.winner) == ("stopped", "green")
+    assert [(c.id, c.type) for c in s.conversions] == [
+        ("signup", ConversionType.CLICK),
+        ("pricing", ConversionType.PAGE_VIEW),
+        ("purchase", ConversionType.PROGRAMMATIC),
+    ]
+    assert s.conversions[0].one_per_visitor and s.conversions[0].selector == "#signup"
+    assert s.conversions[1].url == "/pricing"
+    assert s.secret_keys == ("old-key", "new-key")
+    assert s.segment_write_key == "wk-toml"
+    assert s.segment_base_url == "https://events.eu1.segmentapis.com"
+    assert (s.cookie_name, s.prefix, s.flush_interval) == ("ob_vid", "/_exp", 1.0)
+
+
+def test_from_file_overrides_win(tmp_path: Path) -> None:
+    path = tmp_path / "optibase.toml"
+    path.write_text(TOML, encoding="utf-8")
+    ob = Optibase.from_file(path, segment_region="us", events_path=tmp_path / "e.jsonl")
+    assert ob.settings.segment_base_url == "https://api.segment.io"
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ("tests = [\n", "not valid TOML"),
+        ('[[tests]]\nid = "t"\nvariants = ["a"]\n', "tests[t].variants"),
+        ('[[tests]]\nid = "t"\nvariants = ["a", "b"]\ncolour = 1\n', "tests[0]"),
+        ('[[tests]]\nid = "t"\nvariants = ["a", {id = "b", weight = 0}]\n', "weight"),
+        ('[[tests]]\nid = "t"\nvariants = ["a", {id = "b", colour = 1}]\n', "variants[1]"),
+        ('[[tests]]\nid = "t"\nvariants = "ab"\n', "tests[0].variants"),
+        ('[[conversions]]\nid = "c"\ntype = "CLICK"\n', "conversions[c].selector"),
+        ('[[conversions]]\nid = "c"\ntype = "CLICK"\nselector = "#a"\nx = 1\n', "conversions[0]"),
+        ("tests = [1]\n", "tests[0]"),
+        ('segment_region = "ap"\n', "segment_region"),
+        ("speed = 3\n", "speed"),
+    ],
+)
+def test_from_file_bad_content(tmp_path: Path, body: str, fragment: str) -> None:
+    path = tmp_path / "optibase.toml"
+    path.write_text(body, encoding="utf-8")
+    raises_naming(fragment)(lambda: Optibase.from_file(path, events_path=tmp_path / "e.jsonl"))
+
+
+def test_from_file_missing(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    raises_naming("nope.toml")(lambda: Optibase.from_file(missing))
+
+
+def test_test_class_is_not_collected_by_pytest() -> None:
+    assert Test.__test__ is False

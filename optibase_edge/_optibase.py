@@ -78,7 +78,8 @@ class Optibase:
             if s.segment_write_key
             else JsonlTransport(s.events_path)
         )
-        self.delivery = Delivery(s, dedupe_store or MemoryStore(), transport)
+        store = MemoryStore() if dedupe_store is None else dedupe_store
+        self.delivery = Delivery(s, store, transport)
         self.cookie_name = s.cookie_name.encode("latin-1")
         self._has_schedules = any(t.starts_at or t.ends_at for t in s.tests)
         self._test_pages = [(self.plans[t.id], _compile_globs(t.pages)) for t in s.tests if t.pages]
@@ -154,9 +155,14 @@ class Optibase:
             return True
         return test.is_running(datetime.now().astimezone())
 
-    def emit(self, event: Event) -> None:
+    def emit(self, event: Event, *, fresh_visitor: bool = False) -> None:
+        """Queue *event* unless this process has already queued its once-only key.
+
+        A visitor minted in this very request cannot have been seen before, so its
+        events skip the local check (and do not fill the LRU).
+        """
         key = event.once_key
-        if key is not None and not self.seen.first_time(key):
+        if key is not None and not fresh_visitor and not self.seen.first_time(key):
             return
         self.delivery.submit(event)
 
@@ -290,8 +296,14 @@ class Visitor:
         return self._id is not None
 
     def assign_page(self, plans: tuple[Plan, ...]) -> None:
+        if self._id is None:
+            self._load()
+        assignments = self._assignments
         for plan in plans:
-            self._variant(plan)
+            # The common case, a returning visitor already in the test, costs two lookups.
+            stored = assignments.get(plan.test.id)
+            if stored is None or stored not in plan.variant_ids:
+                self._variant(plan)
 
     def fire(
         self,
@@ -329,7 +341,7 @@ class Visitor:
         self._assignments = {}
         self._changed = True
         self.is_new = True
-        optibase.emit(Identify(self._id, None, time.time(), None, self.context))
+        optibase.emit(Identify(self._id, None, time.time(), None, self.context), fresh_visitor=True)
 
     def _variant(self, plan: Plan) -> str | None:
         test = plan.test
@@ -358,7 +370,8 @@ class Visitor:
                 test.name,
                 variant.name if variant else None,
                 self.context,
-            )
+            ),
+            fresh_visitor=self.is_new,
         )
         return chosen
 

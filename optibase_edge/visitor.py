@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import json
 import re
 import uuid
@@ -22,6 +23,7 @@ from typing import ClassVar
 from cachetools import LRUCache
 from itsdangerous import BadData, BadSignature, Signer
 from itsdangerous.encoding import base64_decode, base64_encode
+from itsdangerous.signer import HMACAlgorithm
 
 # Browsers keep at least 4096 bytes per cookie, name and attributes included.
 MAX_TOKEN_LENGTH = 3800
@@ -57,15 +59,24 @@ class _KeyCachingSigner(Signer):
         return derived
 
 
+class _OneShotHMAC(HMACAlgorithm):
+    """HMAC-SHA1, as itsdangerous signs by default, through the C one-shot function."""
+
+    def get_signature(self, key: bytes, value: bytes) -> bytes:
+        return hmac.digest(key, value, "sha1")
+
+
 class CookieCodec:
     """Signs and verifies visitor tokens, caching verified ones."""
 
     def __init__(self, secret_keys: Sequence[str], cache_size: int = 65_536) -> None:
         if not secret_keys:
             raise ValueError("at least one secret key is needed")
-        self._signer = _KeyCachingSigner(secret_keys[-1], salt=_SALT)
+        self._signer = _KeyCachingSigner(secret_keys[-1], salt=_SALT, algorithm=_OneShotHMAC())
         self._any_key = (
-            _KeyCachingSigner(list(secret_keys), salt=_SALT) if len(secret_keys) > 1 else None
+            _KeyCachingSigner(list(secret_keys), salt=_SALT, algorithm=_OneShotHMAC())
+            if len(secret_keys) > 1
+            else None
         )
         self._verified: LRUCache[str, VisitorRecord] = LRUCache(maxsize=cache_size)
 

@@ -1,8 +1,8 @@
 """Real-browser test support: a headless Chromium fixture and a uvicorn runner.
 
-Import the fixture into a test module (``from tests.browser import browser``)
-to use it. Tests using it must stay synchronous: Playwright's sync API refuses
-to run inside a running asyncio loop.
+tests/conftest.py registers the ``browser`` fixture for every test module. Tests
+using it must stay synchronous: Playwright's sync API refuses to run inside a
+running asyncio loop.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def serve(app: Any, *, timeout: float = STARTUP_TIMEOUT) -> Iterator[str]:
     """Run ``app`` under real uvicorn on 127.0.0.1 in a thread; yield its base URL."""
     # Bind port 0 here and hand the socket over: no race for a "free" port.
     # (uvicorn leaves signal handlers alone when not on the main thread.)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]

@@ -1,6 +1,6 @@
 """A throwaway ``redis-server`` for tests: the session-scoped ``redis_url`` fixture.
 
-Use it with ``from tests.redis_server import redis_url  # noqa: F401``.
+tests/conftest.py registers the ``redis_url`` fixture for every test module.
 
 Without ``redis-server`` on PATH the tests that use it are skipped, except under
 CI (``CI=true``), where that is a failure: CI must install the server.

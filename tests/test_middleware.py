@@ -971,3 +971,16 @@ def test_page_url_under_root_path_is_not_doubled(ob: Optibase) -> None:
     assert events and {e["context"]["page"]["url"] for e in events} == {
         "http://testserver/shop/whoami"
     }
+
+
+def test_a_second_lifespan_delivers_again(ob: Optibase) -> None:
+    app = site(ob)
+    with TestClient(app) as first:
+        fetch(first, "/")
+    after_first = len(read_events(ob))
+    assert after_first == 2  # identify + the hero exposure, flushed at shutdown
+    with TestClient(app) as second:
+        fetch(second, "/")
+    assert len(read_events(ob)) == 2 * after_first
+    stats = ob.stats()
+    assert stats["sent"] == stats["accepted"] == 2 * after_first

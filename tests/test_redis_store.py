@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from optibase_edge.dedupe import DedupeStore
 from optibase_edge.stores.redis import RedisStore
-from tests.redis_server import free_port, redis_url  # noqa: F401
+from tests.redis_server import free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -35,14 +35,14 @@ def fresh_prefix() -> str:
 
 
 @pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[RedisStore]:  # noqa: F811
+async def store(redis_url: str) -> AsyncIterator[RedisStore]:
     s = RedisStore(redis_url, prefix=fresh_prefix())
     yield s
     await s.aclose()
 
 
 @pytest.fixture
-def raw(redis_url: str) -> Iterator[redis.Redis]:  # noqa: F811
+def raw(redis_url: str) -> Iterator[redis.Redis]:
     """A plain synchronous client, to look at what the store wrote."""
     client = redis.Redis.from_url(redis_url)
     yield client
@@ -91,7 +91,7 @@ async def test_non_finite_ttl_is_rejected(store: RedisStore, ttl: float) -> None
         await store.claim("k", ttl)
 
 
-async def test_concurrent_claims_over_two_stores_one_winner(redis_url: str) -> None:  # noqa: F811
+async def test_concurrent_claims_over_two_stores_one_winner(redis_url: str) -> None:
     prefix = fresh_prefix()
     a, b = RedisStore(redis_url, prefix=prefix), RedisStore(redis_url, prefix=prefix)
     try:
@@ -113,7 +113,7 @@ async def test_many_distinct_keys_each_claimed_once(store: RedisStore) -> None:
     assert not any(again)
 
 
-async def test_prefixes_are_separate_namespaces(redis_url: str) -> None:  # noqa: F811
+async def test_prefixes_are_separate_namespaces(redis_url: str) -> None:
     a, b = (
         RedisStore(redis_url, prefix=fresh_prefix()),
         RedisStore(redis_url, prefix=fresh_prefix()),
@@ -141,7 +141,7 @@ _with_surrogates = st.text(st.one_of(st.characters(), st.characters(categories=[
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(key=st.one_of(st.text(), _with_surrogates, st.text(min_size=200, max_size=2000)))
-async def test_any_text_key_claims_once(redis_url: str, key: str) -> None:  # noqa: F811
+async def test_any_text_key_claims_once(redis_url: str, key: str) -> None:
     s = RedisStore(redis_url, prefix=fresh_prefix())
     try:
         assert [await s.claim(key, 60), await s.claim(key, 60)] == [True, False]
@@ -157,7 +157,7 @@ async def test_usable_again_after_aclose(store: RedisStore) -> None:
 
 
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
-def test_used_from_two_event_loops_in_turn(redis_url: str) -> None:  # noqa: F811
+def test_used_from_two_event_loops_in_turn(redis_url: str) -> None:
     s = RedisStore(redis_url, prefix=fresh_prefix())
 
     async def first() -> list[bool]:
@@ -194,7 +194,7 @@ asyncio.run(main())
 """
 
 
-def test_two_processes_share_claims(redis_url: str) -> None:  # noqa: F811
+def test_two_processes_share_claims(redis_url: str) -> None:
     prefix, n = fresh_prefix(), 500
     start_at = time.time() + 2.0  # both processes fire together, after their imports
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), *sys.path])}

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from tests.browser import browser, serve  # noqa: F401  (browser is a fixture)
+from tests.browser import serve
 
 SCRIPT_PATH = Path(__file__).resolve().parents[1] / "optibase_edge" / "static" / "optibase.js"
 TOKEN = "__OPTIBASE_CONFIG__"
@@ -218,7 +218,7 @@ def errors() -> list[str]:
 
 
 @pytest.fixture
-def page(browser: Any, errors: list[str]) -> Iterator[Any]:  # noqa: F811
+def page(browser: Any, errors: list[str]) -> Iterator[Any]:
     context = browser.new_context()
     tab = context.new_page()
     tab.set_default_timeout(10_000)

@@ -1,0 +1,251 @@
+"""Profile one benchmark scenario, to find where the library's time goes.
+
+Run a scenario in a bounded loop (by time and by count), under py-spy::
+
+    py-spy record -r 2000 -f raw -o /tmp/returning.txt -- \\
+        .venv/bin/python -m benchmarks.profile_hotspots returning --seconds 8
+    .venv/bin/python -m benchmarks.profile_hotspots summarize /tmp/returning.txt
+
+or with cProfile (``--cprofile``; call counts are exact, times are inflated for
+small functions). Scenarios: ``returning``, ``new`` (request path, the queue
+drained untimed between batches), ``drain`` (the background encode+send of
+new-visitor events), ``convert`` (a view's ``await visitor.convert()``),
+``choose``, ``components`` (micro-timings of the returning-visitor path's
+parts, no profiler needed), and ``server PATH`` (py-spy attached to the wrapped
+uvicorn site while wrk loads it; summarize with ``--within "run ("``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import cProfile
+import pstats
+import sys
+import tempfile
+import time
+import timeit
+import uuid
+from pathlib import Path
+from typing import Any
+
+from .apps import PAGE, bench_optibase, wrapped_site
+from .bench_middleware import (
+    OTHER_COOKIES,
+    discard,
+    first_response,
+    make_scope,
+    receive,
+    set_cookie_value,
+    with_cookie,
+)
+
+BATCH = 2000
+
+
+async def _setup() -> tuple[Any, Any, list[tuple[bytes, bytes]]]:
+    tmp = Path(tempfile.mkdtemp(prefix="optibase-prof-"))
+    ob = bench_optibase(events_path=str(tmp / "events.jsonl"))
+    app = wrapped_site(ob)
+    await ob.start()
+    _, headers = await first_response(app, make_scope(with_cookie(None)))
+    cookie = OTHER_COOKIES + b"; " + set_cookie_value(headers, ob.cookie_name)  # type: ignore[operator]
+    return ob, app, with_cookie(cookie)
+
+
+async def scenario(name: str, seconds: float, max_batches: int, profile: bool) -> None:
+    ob, app, returning_headers = await _setup()
+    prof = cProfile.Profile() if profile else None
+    deadline = time.monotonic() + seconds
+    done = 0
+    per_request: list[float] = []
+    while time.monotonic() < deadline and done < max_batches:
+        done += 1
+        if name in ("returning", "new", "drain"):
+            headers = returning_headers if name == "returning" else with_cookie(None)
+            scopes = [make_scope(headers) for _ in range(BATCH)]
+            if prof and name != "drain":
+                prof.enable()
+            t0 = time.perf_counter()
+            for scope in scopes:
+                await app(scope, receive, discard)
+            per_request.append((time.perf_counter() - t0) / BATCH * 1e6)
+            if prof:
+                prof.disable()
+            if name != "returning":
+                if prof and name == "drain":
+                    prof.enable()
+                await ob.flush(60)
+                if prof:
+                    prof.disable()
+        elif name == "convert":
+            from optibase_edge import Visitor
+
+            plans, _ = ob.for_path("/")
+            vid = str(uuid.uuid4())
+            token = ob.codec.encode(vid, {p.test.id: p.variant_ids[0] for p in plans})
+            scope = make_scope(with_cookie(None), path="/buy")
+            if prof:
+                prof.enable()
+            t0 = time.perf_counter()
+            for _ in range(BATCH):
+                await Visitor(ob, scope, token).convert("purchase")
+            per_request.append((time.perf_counter() - t0) / BATCH * 1e6)
+            if prof:
+                prof.disable()
+            await ob.flush(60)
+        elif name == "choose":
+            from optibase_edge.assignment import choose
+
+            plan = ob.plans["cta_color"]
+            ids = [str(uuid.uuid4()) for _ in range(BATCH)]
+            if prof:
+                prof.enable()
+            t0 = time.perf_counter()
+            for vid in ids:
+                choose(plan, vid)
+            per_request.append((time.perf_counter() - t0) / BATCH * 1e6)
+            if prof:
+                prof.disable()
+    await ob.aclose(10)
+    per_request.sort()
+    print(f"{name}: {done} batches of {BATCH}; median {per_request[len(per_request) // 2]:.2f} µs")
+    if prof:
+        pstats.Stats(prof).sort_stats("tottime").print_stats(30)
+
+
+async def components() -> None:
+    """Micro-timings of the pieces of the returning-visitor path (µs per call)."""
+    from starlette.responses import HTMLResponse
+
+    from optibase_edge import Visitor
+    from optibase_edge.visitor import read_cookie
+
+    ob, app, headers = await _setup()
+    scope = make_scope(headers)
+    token = read_cookie(headers, ob.cookie_name)
+    plans, _ = ob.for_path("/")
+    mw = app.middleware_stack
+    while mw is not None and not hasattr(mw, "_injector_for"):
+        mw = getattr(mw, "app", None)
+    visitor = Visitor(ob, scope, token)
+    visitor.assign_page(plans)
+    start = {"type": "http.response.start", "status": 200,
+             "headers": HTMLResponse(PAGE).raw_headers}
+    body = PAGE.encode()
+    parts: dict[str, Any] = {
+        "read_cookie": lambda: read_cookie(headers, ob.cookie_name),
+        "Visitor()+for_path+assign_page (cached token)":
+            lambda: Visitor(ob, scope, token).assign_page(ob.for_path("/")[0]),
+        "visitor.cookie_token() (unchanged)": visitor.cookie_token,
+        "visitor.active_variants": lambda: visitor.active_variants,
+    }
+    if mw is not None:
+        from optibase_edge.injection import HtmlInjector, script_tag
+
+        variants = visitor.active_variants
+        tag = script_tag(mw._script_src, visitor.id, variants, None)
+        parts.update({
+            "injection.script_tag()": lambda: script_tag(mw._script_src, visitor.id, variants, None),
+            "middleware._injector_for() (incl. script_tag)": lambda: mw._injector_for(start, visitor, {}),
+            "HtmlInjector(...).feed(2 KB page, last chunk)":
+                lambda: HtmlInjector(tag, mw._script_marker).feed(body, False),
+        })
+    for label, fn in parts.items():
+        n = 50_000
+        best = min(timeit.repeat(fn, number=n, repeat=5)) / n * 1e6
+        print(f"{label:52s} {best:7.2f} µs")
+    await ob.aclose(10)
+
+
+def summarize(path: str, top: int = 25, within: str = "scenario (") -> None:
+    """Self and inclusive sample shares, per function, from a py-spy ``-f raw`` file.
+
+    Only stacks under the scenario loop count (imports and setup are left out).
+    """
+    self_counts: collections.Counter[str] = collections.Counter()
+    incl_counts: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in Path(path).read_text().splitlines():
+        stack, _, count_s = line.rpartition(" ")
+        if not stack or within not in stack:
+            continue
+        count = int(count_s)
+        total += count
+        frames = [_short(f) for f in stack.split(";")]
+        self_counts[frames[-1]] += count
+        for frame in set(frames):
+            incl_counts[frame] += count
+    print(f"{total} samples inside the scenario loop\n\nself time (per function):")
+    for frame, c in self_counts.most_common(top):
+        print(f"  {100 * c / total:5.1f}%  {frame}")
+    print("\ninclusive, optibase_edge functions:")
+    ours = [(f, c) for f, c in incl_counts.items() if "optibase_edge" in f]
+    for frame, c in sorted(ours, key=lambda x: -x[1])[:top]:
+        print(f"  {100 * c / total:5.1f}%  {frame}")
+
+
+def _short(frame: str) -> str:
+    """"func (path/to/file.py:123)" -> "func (pkg/file.py)": one entry per function."""
+    name, _, where = frame.partition(" (")
+    where = where.rstrip(")").rsplit(":", 1)[0]
+    if "optibase_edge/" in where:
+        where = "optibase_edge/" + where.split("optibase_edge/", 1)[1]
+    elif "/" in where:
+        where = "/".join(where.rsplit("/", 2)[-2:])
+    return f"{name} ({where})"
+
+
+def server(out: str, seconds: float, target: str = "benchmarks.apps:create_wrapped_app") -> None:
+    """py-spy the wrapped uvicorn site while wrk loads it as a returning visitor."""
+    import shutil
+    import subprocess
+
+    from ._util import http_get, run_load, servers, uvicorn_server
+    from .bench_http import BROWSER_HEADERS, OTHER_COOKIES, optibase_cookie
+
+    tmp = Path(tempfile.mkdtemp(prefix="optibase-prof-"))
+    site = uvicorn_server("site", target, {"BENCH_EVENTS_PATH": str(tmp / "events.jsonl")})
+    with servers(site):
+        headers = dict(BROWSER_HEADERS)
+        if "wrapped" in target:
+            headers["Cookie"] = f"{OTHER_COOKIES}; {optibase_cookie(site.url)}"
+        http_get(site.url + "/", headers=headers)
+        spy = subprocess.Popen(
+            [shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"), "record", "-r", "1000", "-f", "raw", "-o", out,
+             "-d", str(int(seconds) + 1), "--pid", str(site.proc.pid)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        res = run_load(site.url + "/", duration=seconds, connections=32, threads=2,
+                       headers=headers)
+        spy.wait(timeout=seconds + 30)
+        print(f"{target}: {res.rps:,.0f} req/s, p99 {res.p99_ms:.2f} ms; profile in {out}")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.profile_hotspots")
+    parser.add_argument("scenario", choices=("returning", "new", "drain", "convert", "choose",
+                                             "components", "summarize", "server"))
+    parser.add_argument("path", nargs="?", help="summarize: a py-spy raw file")
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--max-batches", type=int, default=1000)
+    parser.add_argument("--cprofile", action="store_true")
+    parser.add_argument("--target", default="benchmarks.apps:create_wrapped_app",
+                        help="server: the uvicorn factory to load")
+    parser.add_argument("--within", default="scenario (",
+                        help="summarize: only count stacks holding this frame text")
+    args = parser.parse_args()
+    if args.scenario == "summarize":
+        summarize(args.path, within=args.within)
+    elif args.scenario == "server":
+        server(args.path or "/tmp/optibase-server.txt", args.seconds, args.target)
+    elif args.scenario == "components":
+        asyncio.run(components())
+    else:
+        asyncio.run(scenario(args.scenario, args.seconds, args.max_batches, args.cprofile))
+
+
+if __name__ == "__main__":
+    main()

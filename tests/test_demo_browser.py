@@ -1,0 +1,293 @@
+"""The demo in a real headless Chromium: variants, the signup click, CSP, the dashboard.
+
+The site and the sink run under real uvicorn on 127.0.0.1 (as in
+tests/test_demo.py); the only addition is a pass-through ASGI wrapper counting
+the collector's answers, so a test knows when the browser's beacon was handled.
+Kept synchronous: Playwright's sync API cannot run inside a running asyncio loop.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from demo_site.app import HEADLINES
+from tests.test_demo import (
+    DEADLINE,
+    SETTLE,
+    USER_AGENT,
+    Demo,
+    conversions,
+    run_demo,
+    sink_calls,
+    tracks,
+    wait_for_calls,
+    wait_until,
+)
+
+SCRIPT_READY = "window.optibaseActiveVariants !== undefined"
+
+# The dashboard's results tables as {test: {variant: {column: count}}}.
+READ_RESULTS = """() => {
+  const out = {};
+  for (const article of document.querySelectorAll("article.test")) {
+    const test = article.querySelector("h3 code").textContent;
+    const heads = [...article.querySelectorAll("thead th")].map((th) => th.textContent.trim());
+    out[test] = {};
+    for (const tr of article.querySelectorAll("tbody tr")) {
+      const cells = [...tr.children];
+      const row = {};
+      cells.slice(1).forEach((td, i) => { row[heads[i + 1]] = parseInt(td.textContent, 10); });
+      out[test][cells[0].textContent.trim()] = row;
+    }
+  }
+  return out;
+}"""
+
+
+class CollectCounter:
+    """Pass-through ASGI wrapper: the statuses the collector answered, in order."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._lock = threading.Lock()
+        self._statuses: list[int] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != "/_optibase/collect":
+            await self.app(scope, receive, send)
+            return
+
+        async def record(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                with self._lock:
+                    self._statuses.append(message["status"])
+            await send(message)
+
+        await self.app(scope, receive, record)
+
+    def statuses(self) -> list[int]:
+        with self._lock:
+            return list(self._statuses)
+
+    def wait(self, count: int) -> list[int]:
+        def enough() -> list[int] | None:
+            statuses = self.statuses()
+            return statuses if len(statuses) >= count else None
+
+        return wait_until(enough, f"{count} collector request(s)")
+
+
+@pytest.fixture(scope="module")
+def demo_and_counter(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Demo, CollectCounter]]:
+    counters: list[CollectCounter] = []
+
+    def wrap(app: ASGIApp) -> CollectCounter:
+        counters.append(CollectCounter(app))
+        return counters[0]
+
+    with run_demo(tmp_path_factory.mktemp("demo") / "sink.sqlite3", wrap) as running:
+        yield running, counters[0]
+
+
+@pytest.fixture
+def demo(demo_and_counter: tuple[Demo, CollectCounter]) -> Demo:
+    return demo_and_counter[0]
+
+
+@pytest.fixture
+def collected(demo_and_counter: tuple[Demo, CollectCounter]) -> CollectCounter:
+    """Counts from this test on (a fresh browser context is a fresh visitor anyway)."""
+    counter = demo_and_counter[1]
+    with counter._lock:
+        counter._statuses.clear()
+    return counter
+
+
+@pytest.fixture
+def errors() -> list[str]:
+    return []
+
+
+@pytest.fixture
+def page(browser: Any, errors: list[str]) -> Iterator[Any]:
+    # A regular desktop user agent: a visitor, not "HeadlessChrome".
+    context = browser.new_context(user_agent=USER_AGENT)
+    tab = context.new_page()
+    tab.set_default_timeout(10_000)
+    tab.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
+    tab.on(
+        "console",
+        lambda msg: errors.append(f"console: {msg.text}") if msg.type == "error" else None,
+    )
+    # Installed before any page script on every navigation; CDP-injected, so not subject to CSP.
+    tab.add_init_script(
+        "window.__violations = [];"
+        "document.addEventListener('securitypolicyviolation', function (e) {"
+        "  window.__violations.push(e.violatedDirective + ' ' + e.blockedURI); });"
+    )
+    yield tab
+    context.close()
+
+
+def open_page(page: Any, url: str) -> Any:
+    response = page.goto(url)
+    assert response is not None and response.ok, url
+    page.wait_for_function(SCRIPT_READY)
+    return response
+
+
+def headline(page: Any) -> tuple[str, str]:
+    element = page.locator("#headline")
+    return element.get_attribute("data-variant"), element.inner_text()
+
+
+def assert_clean(page: Any, errors: list[str]) -> None:
+    assert page.evaluate("window.__violations") == []
+    assert errors == []
+
+
+def test_variant_is_stable_and_matches_the_server(page: Any, demo: Demo, errors: list[str]) -> None:
+    open_page(page, demo.site_url + "/")
+    variant, text = headline(page)
+    assert text == HEADLINES[variant]
+    for _ in range(3):
+        page.reload()
+        page.wait_for_function(SCRIPT_READY)
+        assert headline(page) == (variant, text)
+
+    # The browser, the server and the sink agree on the assignment.
+    server = page.context.request.get(demo.site_url + "/_optibase/variants").json()
+    assert server["variants"] == [{"test_id": "hero", "variant_id": variant}]
+    visitor_id = server["visitor_id"]
+    assert page.evaluate("window.optibaseActiveVariants") == [
+        {"userFriendlyTestId": "hero", "userFriendlyVariantId": variant}
+    ]
+    assert page.evaluate("window.optibaseTestedUserId") == visitor_id
+    assert page.locator("#visitor-id").inner_text() == visitor_id
+    calls = wait_for_calls(
+        demo.sink_url,
+        visitor_id,
+        lambda c: bool(tracks(c, "Experiment Viewed")),
+        "Experiment Viewed",
+    )
+    time.sleep(SETTLE)  # four page loads: still one Identify and one Experiment Viewed
+    calls = sink_calls(demo.sink_url, visitor_id)
+    [viewed] = tracks(calls, "Experiment Viewed")
+    assert viewed["properties"]["variant_id"] == variant
+    assert [c["type"] for c in calls] == ["identify", "track"]
+    assert viewed["context"]["userAgent"] == USER_AGENT
+    assert_clean(page, errors)
+
+
+def test_signup_click_converts_once_per_visitor(
+    page: Any, demo: Demo, collected: CollectCounter, errors: list[str]
+) -> None:
+    home = demo.site_url + "/"
+    open_page(page, home)
+    variant, _ = headline(page)
+    visitor_id = page.locator("#visitor-id").inner_text()
+
+    # The link navigates away at once; the beacon must still arrive.
+    page.click("#signup")
+    page.wait_for_url(demo.site_url + "/signup")
+    calls = wait_for_calls(
+        demo.sink_url, visitor_id, lambda c: bool(conversions(c, "signup")), "signup"
+    )
+    [signup] = conversions(calls, "signup")
+    assert signup["properties"] == {
+        "conversion_id": "signup",
+        "conversion_type": "CLICK",
+        "origin_url": home,
+        "variants": [{"test_id": "hero", "variant_id": variant}],
+    }
+    assert signup["context"]["page"]["url"] == home
+    assert collected.wait(1) == [204]
+    assert_clean(page, errors)
+
+    # Back, and click again: the beacon is sent and accepted, and nothing more is reported.
+    page.go_back()
+    page.wait_for_url(home)
+    page.wait_for_function(SCRIPT_READY)
+    page.click("#signup")
+    page.wait_for_url(demo.site_url + "/signup")
+    assert collected.wait(2) == [204, 204]
+    # A later event through the same queue, then a settle: the queue is past the second click.
+    page.goto(demo.site_url + "/pricing")
+    wait_for_calls(demo.sink_url, visitor_id, lambda c: bool(conversions(c, "pricing")), "pricing")
+    time.sleep(SETTLE)
+    assert len(conversions(sink_calls(demo.sink_url, visitor_id), "signup")) == 1
+    assert_clean(page, errors)
+
+
+def test_strict_csp_with_a_nonce_on_every_page(
+    page: Any, demo: Demo, collected: CollectCounter, errors: list[str]
+) -> None:
+    nonces = []
+    for path in ("/", "/pricing", "/signup", "/"):
+        response = open_page(page, demo.site_url + path)
+        policy = response.headers["content-security-policy"]
+        match = re.search(r"script-src 'nonce-([^']+)';", policy)
+        assert match, policy
+        assert "unsafe-inline" not in policy
+        nonces.append(match[1])
+        # The injected tag got this response's nonce (the property: the attribute is hidden).
+        tag_nonce = page.evaluate(
+            "document.querySelector('script[src^=\"/_optibase/script.js\"]').nonce"
+        )
+        assert tag_nonce == match[1]
+        assert_clean(page, errors)
+    assert len(set(nonces)) == len(nonces), "a fresh nonce per response"
+
+    # The rest of the flow under the same policy: a click beacon, a form post.
+    open_page(page, demo.site_url + "/")
+    page.click("#signup")
+    page.wait_for_url(demo.site_url + "/signup")
+    assert collected.wait(1) == [204]
+    open_page(page, demo.site_url + "/pricing")
+    page.click("#buy-studio")
+    page.wait_for_url(demo.site_url + "/thanks?plan=studio")
+    page.wait_for_function(SCRIPT_READY)
+    assert page.locator("#plan-name").inner_text() == "Studio"
+    assert_clean(page, errors)
+
+    # Control: the policy is enforced, and a violation would have been seen.
+    page.evaluate(
+        "() => { const s = document.createElement('script');"
+        " s.textContent = 'window.__inline = true'; document.head.appendChild(s); }"
+    )
+    page.wait_for_function("window.__violations.length > 0")
+    assert page.evaluate("window.__inline") is None
+
+
+def test_dashboard_shows_the_signup(page: Any, demo: Demo, errors: list[str]) -> None:
+    open_page(page, demo.site_url + "/")
+    variant, _ = headline(page)
+    visitor_id = page.locator("#visitor-id").inner_text()
+    page.click("#signup")
+    page.wait_for_url(demo.site_url + "/signup")
+    wait_for_calls(demo.sink_url, visitor_id, lambda c: bool(conversions(c, "signup")), "signup")
+    assert_clean(page, errors)
+
+    # The site's own link opens the dashboard.
+    with page.expect_popup() as popup:
+        page.click("#dashboard-link")
+    dashboard = popup.value
+    dashboard.wait_for_load_state()
+    assert dashboard.url == demo.sink_url + "/"
+    results = dashboard.evaluate(READ_RESULTS)
+    row = results["hero"][variant]
+    assert row["Exposed"] >= 1 and row["signup"] >= 1, results
+    assert visitor_id in dashboard.locator("#feed-body").inner_text()
+    dashboard.wait_for_function(
+        "document.getElementById('feed-status').textContent === 'live'",
+        timeout=DEADLINE * 1000,
+    )

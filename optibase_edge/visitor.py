@@ -14,13 +14,13 @@ import base64
 import binascii
 import hmac
 import json
+import os
 import re
-import uuid
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
-from cachetools import LRUCache
 from itsdangerous import BadData, BadSignature, Signer
 from itsdangerous.encoding import base64_decode, base64_encode
 from itsdangerous.signer import HMACAlgorithm
@@ -28,6 +28,8 @@ from itsdangerous.signer import HMACAlgorithm
 # Browsers keep at least 4096 bytes per cookie, name and attributes included.
 MAX_TOKEN_LENGTH = 3800
 _SALT = "optibase-visitor"
+# json.dumps(obj, separators=...) builds a new encoder on every call; this one is reused.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
 
@@ -41,7 +43,12 @@ class VisitorRecord:
 
 
 def new_visitor_id() -> str:
-    return str(uuid.uuid4())
+    """A random UUID4 string, formatted directly (``str(uuid.uuid4())`` costs 3x more)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 class _KeyCachingSigner(Signer):
@@ -78,12 +85,16 @@ class CookieCodec:
             if len(secret_keys) > 1
             else None
         )
-        self._verified: LRUCache[str, VisitorRecord] = LRUCache(maxsize=cache_size)
+        # An OrderedDict, not a cachetools LRU: its C moves and evictions keep both a
+        # hit and an insert-with-eviction well under a microsecond.
+        self._verified: OrderedDict[str, VisitorRecord] = OrderedDict()
+        self._cache_size = cache_size
 
     def decode(self, token: str) -> VisitorRecord | None:
         """The record a token carries, or None for anything not valid and ours."""
         record = self._verified.get(token)
         if record is not None:
+            self._verified.move_to_end(token)
             return record
         if len(token) > MAX_TOKEN_LENGTH or not _canonical_signature(token):
             return None
@@ -104,21 +115,26 @@ class CookieCodec:
             return None
         record = _record_from_payload(payload, stale)
         if record is not None:
-            self._verified[token] = record
+            self._remember(token, record)
         return record
 
     def encode(self, visitor_id: str, assignments: Mapping[str, str]) -> str:
         """Sign a token, dropping the newest assignments if it would not fit a cookie."""
         items = list(assignments.items())
         while True:
-            payload = json.dumps([visitor_id, dict(items)], separators=(",", ":")).encode()
+            payload = _COMPACT_JSON.encode([visitor_id, dict(items)]).encode()
             encoded = base64.urlsafe_b64encode(payload).rstrip(b"=")
             token = self._signer.sign(encoded).decode("ascii")
             if len(token) <= MAX_TOKEN_LENGTH or not items:
                 break
             items.pop()
-        self._verified[token] = VisitorRecord(visitor_id, dict(items))
+        self._remember(token, VisitorRecord(visitor_id, dict(items)))
         return token
+
+    def _remember(self, token: str, record: VisitorRecord) -> None:
+        self._verified[token] = record
+        if len(self._verified) > self._cache_size:
+            self._verified.popitem(last=False)
 
 
 def _canonical_signature(token: str) -> bool:

@@ -173,7 +173,9 @@ def machine_info() -> dict[str, Any]:
     with contextlib.suppress(Exception):
         dirty = subprocess.run(
             ["git", "-C", str(REPO), "status", "--porcelain", "--", "optibase_edge"],
-            capture_output=True, text=True, timeout=5,
+            capture_output=True,
+            text=True,
+            timeout=5,
         ).stdout.splitlines()
     import hashlib
 
@@ -340,7 +342,9 @@ def _lua_string(value: str) -> str:
 
 
 def _lua_table(headers: Mapping[str, str]) -> str:
-    return "{" + ", ".join(f"[{_lua_string(k)}] = {_lua_string(v)}" for k, v in headers.items()) + "}"
+    return (
+        "{" + ", ".join(f"[{_lua_string(k)}] = {_lua_string(v)}" for k, v in headers.items()) + "}"
+    )
 
 
 def wrk_mix_script(
@@ -478,8 +482,13 @@ def run_load(
     """
     if shutil.which("wrk") and not os.environ.get("BENCH_NO_WRK"):
         return run_wrk(
-            url, duration=duration, connections=connections, threads=threads, headers=headers,
-            alt_headers=alt_headers, alt_every=alt_every,
+            url,
+            duration=duration,
+            connections=connections,
+            threads=threads,
+            headers=headers,
+            alt_headers=alt_headers,
+            alt_every=alt_every,
         )
     return asyncio.run(
         _httpx_load(

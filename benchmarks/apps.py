@@ -48,7 +48,8 @@ PAGE = (
     "<header><nav><a href=/>Home</a> <a href=/pricing>Pricing</a> <a href=/blog>Blog</a>"
     "</nav></header><main><h1>Build faster</h1>"
     + "<p>Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor "
-    "incididunt ut labore et dolore magna aliqua.</p>" * 12
+    "incididunt ut labore et dolore magna aliqua.</p>"
+    * 12
     + "<button id=signup>Sign up</button></main><footer>&copy; Shop</footer></body></html>"
 )
 
@@ -67,7 +68,10 @@ OTHER_TESTS = [
 def bench_tests() -> list[Test]:
     tests = []
     for name, variants, weights in PAGE_TESTS:
-        vs = [Variant(v, weight=w) for v, w in zip(variants, weights or [1] * len(variants))]
+        vs = [
+            Variant(v, weight=w)
+            for v, w in zip(variants, weights or [1] * len(variants), strict=True)
+        ]
         tests.append(Test(id=name, variants=vs, pages=["/", "/landing/*"]))
     tests.append(
         Test(
@@ -88,7 +92,9 @@ def bench_tests() -> list[Test]:
 
 def bench_conversions() -> list[Conversion]:
     return [
-        Conversion(id="signup", type=ConversionType.CLICK, selector="#signup", one_per_visitor=True),
+        Conversion(
+            id="signup", type=ConversionType.CLICK, selector="#signup", one_per_visitor=True
+        ),
         Conversion(id="pricing", type=ConversionType.PAGE_VIEW, url="/pricing"),
         Conversion(id="purchase", type=ConversionType.PROGRAMMATIC),
     ]
@@ -304,3 +310,8 @@ def create_wrapped_app() -> Starlette:
     if extra:
         overrides.update(json.loads(extra))
     return wrapped_site(bench_optibase(**overrides))
+
+
+def create_noop_asgi_app() -> Starlette:
+    """The site behind a do-nothing pure-ASGI middleware (the floor, over HTTP)."""
+    return noop_asgi_site()

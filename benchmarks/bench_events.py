@@ -120,9 +120,15 @@ async def _emit_cost(cfg: Any, result: SectionResult, tmp: Path) -> None:
     conversion = ob.settings.conversions_by_id["purchase"]
     variants = tuple(sorted((p.test.id, p.variant_ids[0]) for p in plans))
     prebuilt = ConversionTriggered(
-        visitor_id=vid, user_id=None, timestamp=time.time(), conversion_id="purchase",
-        conversion_type=conversion.type, origin_url="https://shop.example/buy",
-        variants=variants, one_per_visitor=False, nonce=uuid.uuid4().hex,
+        visitor_id=vid,
+        user_id=None,
+        timestamp=time.time(),
+        conversion_id="purchase",
+        conversion_type=conversion.type,
+        origin_url="https://shop.example/buy",
+        variants=variants,
+        one_per_visitor=False,
+        nonce=uuid.uuid4().hex,
         context=request_context(scope),
     )
     segment = SegmentClient(WRITE_KEY, host=f"http://{LOOPBACK}:9", send=False)
@@ -172,15 +178,31 @@ async def _emit_cost(cfg: Any, result: SectionResult, tmp: Path) -> None:
     ratio = paired_ratio(raw["segment_track"], raw["ours_convert"])
     s = "3 events"
     result.rows += [
-        Row(s, "emit one conversion from a view", fmt_us(median(raw["ours_convert"])),
+        Row(
+            s,
+            "emit one conversion from a view",
+            fmt_us(median(raw["ours_convert"])),
             f"analytics-python track() {fmt_us(median(raw['segment_track']))}",
-            f"1/{ratio:.1f}", "≤ 1/8 of track()", ratio >= 8),
-        Row(s, "bare enqueue: delivery.submit()", fmt_us(median(raw["ours_submit"])),
+            f"1/{ratio:.1f}",
+            "≤ 1/8 of track()",
+            ratio >= 8,
+        ),
+        Row(
+            s,
+            "bare enqueue: delivery.submit()",
+            fmt_us(median(raw["ours_submit"])),
             f"track() {fmt_us(median(raw['segment_track']))}",
-            f"1/{paired_ratio(raw['segment_track'], raw['ours_submit']):.1f}", "", None),
+            f"1/{paired_ratio(raw['segment_track'], raw['ours_submit']):.1f}",
+            "",
+            None,
+        ),
     ]
-    result.raw["emit"] = {"calls_per_round": n, "rounds": cfg.ev_rounds, "us_per_call": raw,
-                          "optibase_stats": stats}
+    result.raw["emit"] = {
+        "calls_per_round": n,
+        "rounds": cfg.ev_rounds,
+        "us_per_call": raw,
+        "optibase_stats": stats,
+    }
 
 
 async def _end_to_end(cfg: Any, result: SectionResult) -> None:
@@ -216,8 +238,14 @@ async def _end_to_end(cfg: Any, result: SectionResult) -> None:
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             delivered = sink_count("optibase-edge") - before
             assert ok and delivered == n, f"ours: flush={ok} delivered {delivered} of {n}"
-            details["ours"].append({"wall_s": wall, "cpu_s": cpu, "emit_cpu_s": c_emit,
-                                    "sink_cpu_s": _delta(sink.cpu_seconds(), sink_cpu0)})
+            details["ours"].append(
+                {
+                    "wall_s": wall,
+                    "cpu_s": cpu,
+                    "emit_cpu_s": c_emit,
+                    "sink_cpu_s": _delta(sink.cpu_seconds(), sink_cpu0),
+                }
+            )
             return delivered / wall
 
         async def analytics_python() -> float:
@@ -241,8 +269,14 @@ async def _end_to_end(cfg: Any, result: SectionResult) -> None:
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             delivered = sink_count("analytics-python") - before
             assert delivered == n, f"analytics-python delivered {delivered} of {n}"
-            details["analytics_python"].append({"wall_s": wall, "cpu_s": cpu, "emit_cpu_s": c_emit,
-                                                "sink_cpu_s": _delta(sink.cpu_seconds(), sink_cpu0)})
+            details["analytics_python"].append(
+                {
+                    "wall_s": wall,
+                    "cpu_s": cpu,
+                    "emit_cpu_s": c_emit,
+                    "sink_cpu_s": _delta(sink.cpu_seconds(), sink_cpu0),
+                }
+            )
             return delivered / wall
 
         raw = await interleave_async(
@@ -254,27 +288,42 @@ async def _end_to_end(cfg: Any, result: SectionResult) -> None:
         await ob.aclose(10)
         segment.shutdown()
         counts = http_json(f"{sink.url}/count")
-    cpu10k = {
-        k: [d["cpu_s"] / n * 10_000 for d in v] for k, v in details.items()
-    }
+    cpu10k = {k: [d["cpu_s"] / n * 10_000 for d in v] for k, v in details.items()}
     sink10k = {
         k: [d["sink_cpu_s"] / n * 10_000 for d in v if d["sink_cpu_s"] is not None]
         for k, v in details.items()
     }
     s = "3 events"
     result.rows += [
-        Row(s, f"delivered events/s to local sink ({n:,}/round)",
+        Row(
+            s,
+            f"delivered events/s to local sink ({n:,}/round)",
             f"{median(raw['ours']):,.0f}/s",
             f"analytics-python {median(raw['analytics_python']):,.0f}/s",
-            f"{paired_ratio(raw['ours'], raw['analytics_python']):.2f}×", "", None),
-        Row(s, "CPU s per 10,000 delivered (this process)",
+            f"{paired_ratio(raw['ours'], raw['analytics_python']):.2f}x",
+            "",
+            None,
+        ),
+        Row(
+            s,
+            "CPU s per 10,000 delivered (this process)",
             f"{median(cpu10k['ours']):.3f} s",
             f"analytics-python {median(cpu10k['analytics_python']):.3f} s",
-            f"1/{paired_ratio(cpu10k['analytics_python'], cpu10k['ours']):.2f}", "", None),
-        Row(s, "sink CPU s per 10,000 received (info)",
+            f"1/{paired_ratio(cpu10k['analytics_python'], cpu10k['ours']):.2f}",
+            "",
+            None,
+        ),
+        Row(
+            s,
+            "sink CPU s per 10,000 received (info)",
             f"{median(sink10k['ours']):.3f} s" if sink10k["ours"] else "n/a",
             f"analytics-python {median(sink10k['analytics_python']):.3f} s"
-            if sink10k["analytics_python"] else "n/a", "", "", None),
+            if sink10k["analytics_python"]
+            else "n/a",
+            "",
+            "",
+            None,
+        ),
     ]
     result.raw["end_to_end"] = {
         "events_per_round": n,

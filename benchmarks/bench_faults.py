@@ -57,11 +57,13 @@ def run(cfg: Any) -> SectionResult:
     stats: dict[str, dict[str, Any]] = {}
     with servers(healthy_sink, hanging_sink):
         healthy = uvicorn_server(
-            "site-healthy", "benchmarks.apps:create_wrapped_app",
+            "site-healthy",
+            "benchmarks.apps:create_wrapped_app",
             {"BENCH_SEGMENT_ENDPOINT": healthy_sink.url},
         )
         hanging = uvicorn_server(
-            "site-hanging", "benchmarks.apps:create_wrapped_app",
+            "site-hanging",
+            "benchmarks.apps:create_wrapped_app",
             {"BENCH_SEGMENT_ENDPOINT": hanging_sink.url},
         )
         with servers(healthy, hanging):
@@ -77,9 +79,13 @@ def run(cfg: Any) -> SectionResult:
                 if mix not in cfg.fault_mixes:
                     continue
                 raw[mix] = interleaved_load(
-                    {"healthy": {"url": healthy.url + "/", **kwargs},
-                     "hanging": {"url": hanging.url + "/", **kwargs}},
-                    cfg, cfg.fault_rounds, cfg.fault_duration,
+                    {
+                        "healthy": {"url": healthy.url + "/", **kwargs},
+                        "hanging": {"url": hanging.url + "/", **kwargs},
+                    },
+                    cfg,
+                    cfg.fault_rounds,
+                    cfg.fault_duration,
                 )
                 stats[mix] = {
                     "healthy": http_json(healthy.url + "/_bench/stats"),
@@ -99,16 +105,35 @@ def run(cfg: Any) -> SectionResult:
         goal = mix == "mixed"
         st = stats[mix]
         result.rows += [
-            Row(s, f"p99, Segment hangs vs healthy ({label})", fmt_ms(median(p99["hanging"])),
-                f"healthy {fmt_ms(median(p99['healthy']))}", f"{r_p99:.2f}×",
-                "≤ 1.1×" if goal else "", (r_p99 <= 1.1) if goal else None),
-            Row(s, f"requests/s, hangs vs healthy ({label})", f"{median(rps['hanging']):,.0f}/s",
-                f"healthy {median(rps['healthy']):,.0f}/s", f"{r_rps:.2f}×", "", None),
-            Row(s, f"events so far: hanging site / healthy site ({label})",
+            Row(
+                s,
+                f"p99, Segment hangs vs healthy ({label})",
+                fmt_ms(median(p99["hanging"])),
+                f"healthy {fmt_ms(median(p99['healthy']))}",
+                f"{r_p99:.2f}x",
+                "≤ 1.1x" if goal else "",
+                (r_p99 <= 1.1) if goal else None,
+            ),
+            Row(
+                s,
+                f"requests/s, hangs vs healthy ({label})",
+                f"{median(rps['hanging']):,.0f}/s",
+                f"healthy {median(rps['healthy']):,.0f}/s",
+                f"{r_rps:.2f}x",
+                "",
+                None,
+            ),
+            Row(
+                s,
+                f"events so far: hanging site / healthy site ({label})",
                 f"{st['hanging'].get('dropped', 0):,} dropped, "
                 f"{st['hanging'].get('pending', 0):,} pending",
                 f"healthy {st['healthy'].get('sent', 0):,} sent, "
-                f"{st['healthy'].get('dropped', 0):,} dropped", "", "", None),
+                f"{st['healthy'].get('dropped', 0):,} dropped",
+                "",
+                "",
+                None,
+            ),
         ]
     errors = sum(x["errors"] for m in raw.values() for v in m.values() for x in v)
     if errors:

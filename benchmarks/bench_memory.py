@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import random
 import time
 import tracemalloc
-import random
 from typing import Any
 
 from optibase_edge.dedupe import LocalSeen, MemoryStore
@@ -83,20 +83,39 @@ def run(cfg: Any) -> SectionResult:
         del store
         return used / n
 
-    raw = interleave({"LocalSeen": measure_local, "MemoryStore": measure_store}, cfg.mem_rounds,
-                     warmup=0)
+    raw = interleave(
+        {"LocalSeen": measure_local, "MemoryStore": measure_store}, cfg.mem_rounds, warmup=0
+    )
     for name in ("LocalSeen", "MemoryStore"):
         value = median(raw[name])
         result.rows.append(
-            Row("5 memory", f"{name} bytes/entry at {n:,} entries", f"{value:,.0f} B",
-                f"{value * n / 2**20:,.0f} MiB total", "", "≤ 200 B", value <= 200)
+            Row(
+                "5 memory",
+                f"{name} bytes/entry at {n:,} entries",
+                f"{value:,.0f} B",
+                f"{value * n / 2**20:,.0f} MiB total",
+                "",
+                "≤ 200 B",
+                value <= 200,
+            )
         )
     result.rows.append(
-        Row("5 memory", "MemoryStore vs LocalSeen bytes/entry", "", "",
-            f"{paired_ratio(raw['MemoryStore'], raw['LocalSeen']):.2f}×", "", None)
+        Row(
+            "5 memory",
+            "MemoryStore vs LocalSeen bytes/entry",
+            "",
+            "",
+            f"{paired_ratio(raw['MemoryStore'], raw['LocalSeen']):.2f}x",
+            "",
+            None,
+        )
     )
-    result.raw = {"entries": n, "rounds": cfg.mem_rounds, "bytes_per_entry": raw,
-                  "fill_seconds_under_tracemalloc": fill_seconds}
+    result.raw = {
+        "entries": n,
+        "rounds": cfg.mem_rounds,
+        "bytes_per_entry": raw,
+        "fill_seconds_under_tracemalloc": fill_seconds,
+    }
     if n < 1_000_000:
         result.notes.append(f"memory: measured at {n:,} entries (quick mode), not 1M")
     return result

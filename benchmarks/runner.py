@@ -130,8 +130,10 @@ def render_table(results: list[SectionResult]) -> str:
             lines.append(
                 (row.section, row.figure, row.ours, row.reference, row.ratio, row.goal, status)
             )
-    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h)
-              for i, h in enumerate(header)]
+    widths = [
+        max(len(h), *(len(line[i]) for line in lines)) if lines else len(h)
+        for i, h in enumerate(header)
+    ]
 
     def fmt(cells: tuple[str, ...]) -> str:
         return " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
@@ -163,7 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="PATH", help="write every raw number to PATH")
     parser.add_argument("--quick", action="store_true", help="a shrunken smoke run (< 60 s)")
     parser.add_argument(
-        "--only", nargs="+", choices=SECTIONS, metavar="SECTION",
+        "--only",
+        nargs="+",
+        choices=SECTIONS,
+        metavar="SECTION",
         help=f"run only these sections ({', '.join(SECTIONS)})",
     )
     args = parser.parse_args(argv)
@@ -201,7 +206,9 @@ def main(argv: list[str] | None = None) -> int:
             "config": asdict(cfg),
             "machine": info,
             "total_seconds": total,
-            "command": " ".join([Path(sys.executable).name, "-m", "benchmarks", *(argv or sys.argv[1:])]),
+            "command": " ".join(
+                [Path(sys.executable).name, "-m", "benchmarks", *(argv or sys.argv[1:])]
+            ),
             "sections": {
                 r.name: {
                     "seconds": r.seconds,

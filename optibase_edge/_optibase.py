@@ -6,7 +6,7 @@ import logging
 import os
 import re
 import time
-import uuid
+from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from fnmatch import translate
@@ -82,6 +82,9 @@ class Optibase:
         self.delivery = Delivery(s, store, transport)
         self.cookie_name = s.cookie_name.encode("latin-1")
         self._has_schedules = any(t.starts_at or t.ends_at for t in s.tests)
+        self._schedule_boundaries = sorted(
+            {when.timestamp() for t in s.tests for when in (t.starts_at, t.ends_at) if when}
+        )
         self._test_pages = [(self.plans[t.id], _compile_globs(t.pages)) for t in s.tests if t.pages]
         self._conversion_pages = [
             (c, _compile_globs([c.url]))
@@ -155,6 +158,15 @@ class Optibase:
             return True
         return test.is_running(datetime.now().astimezone())
 
+    def schedule_epoch(self) -> int:
+        """A number that changes whenever a scheduled test starts or ends.
+
+        What is derived from which tests are running can be cached under it.
+        """
+        if not self._schedule_boundaries:
+            return 0
+        return bisect_right(self._schedule_boundaries, time.time())
+
     def emit(self, event: Event, *, fresh_visitor: bool = False) -> None:
         """Queue *event* unless this process has already queued its once-only key.
 
@@ -185,7 +197,7 @@ class Optibase:
                 origin_url=origin_url,
                 variants=variants,
                 one_per_visitor=conversion.one_per_visitor,
-                nonce=uuid.uuid4().hex,
+                nonce=os.urandom(16).hex(),
                 context=context,
             )
         )
@@ -292,8 +304,16 @@ class Visitor:
         return self._context
 
     @property
-    def loaded(self) -> bool:
-        return self._id is not None
+    def changed(self) -> bool:
+        """The cookie must be (re)written on this response."""
+        return self._changed
+
+    @property
+    def unchanged_token(self) -> str | None:
+        """The request's cookie, when it already says all there is about this visitor."""
+        if self._id is None or self._changed:
+            return None
+        return self._token
 
     def assign_page(self, plans: tuple[Plan, ...]) -> None:
         if self._id is None:
@@ -317,7 +337,7 @@ class Visitor:
             self.id,
             self._user_id,
             origin_url or context.url,
-            tuple(sorted(self.active_variants.items())),
+            tuple(self.active_variants.items()),
             context,
         )
 
@@ -378,16 +398,10 @@ class Visitor:
 
 def request_context(scope: Mapping[str, Any]) -> RequestContext:
     """Raw request facts for an event, read from an ASGI HTTP scope."""
-    ua = lang = referrer = host = None
-    for key, value in scope.get("headers", ()):
-        if key == b"user-agent":
-            ua = value.decode("latin-1")
-        elif key == b"accept-language":
-            lang = value.decode("latin-1")
-        elif key == b"referer":
-            referrer = value.decode("latin-1")
-        elif key == b"host":
-            host = value.decode("latin-1")
+    # One dict built in C beats comparing every header in Python (ASGI names are lower case).
+    get = dict(scope.get("headers", ())).get
+    ua, lang = _text(get(b"user-agent")), _text(get(b"accept-language"))
+    referrer, host = _text(get(b"referer")), _text(get(b"host"))
     client = scope.get("client")
     if host is None and scope.get("server"):
         server_host, port = scope["server"]
@@ -407,6 +421,10 @@ def request_context(scope: Mapping[str, Any]) -> RequestContext:
         url=url,
         referrer=referrer,
     )
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("latin-1")
 
 
 def _compile_globs(patterns: Sequence[str]) -> re.Pattern[str]:

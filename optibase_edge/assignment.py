@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import hashlib
 from bisect import bisect_right
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import accumulate
+from typing import Any
 
 from .config import Test
 
@@ -27,6 +28,9 @@ class Plan:
     key: bytes
     variant_ids: tuple[str, ...]
     thresholds: tuple[float, ...]
+    # Keyed hashers made once: each assignment copies one instead of keying anew.
+    _traffic_hasher: Any = field(repr=False, compare=False)
+    _variant_hasher: Any = field(repr=False, compare=False)
 
     @property
     def test_id(self) -> str:
@@ -39,25 +43,39 @@ def compile_test(test: Test) -> Plan:
     weights = [v.weight for v in test.variants]
     total = sum(weights)
     thresholds = tuple(c / total for c in accumulate(weights))
-    return Plan(test, key, tuple(v.id for v in test.variants), thresholds)
+    return Plan(
+        test,
+        key,
+        tuple(v.id for v in test.variants),
+        thresholds,
+        _hasher(key, b"traffic"),
+        _hasher(key, b"variant"),
+    )
 
 
 def bucket(key: bytes, purpose: bytes, visitor_id: str) -> float:
     """A uniform number in [0, 1) for (key, purpose, visitor)."""
-    digest = hashlib.blake2b(
-        visitor_id.encode("utf-8", "surrogatepass"), digest_size=8, key=key, person=purpose
-    ).digest()
-    return int.from_bytes(digest, "big") / _SCALE
+    return _bucket(_hasher(key, purpose), visitor_id)
 
 
 def choose(plan: Plan, visitor_id: str) -> str | None:
     """The variant *visitor_id* gets in a fresh assignment, or None if outside traffic."""
     traffic = plan.test.traffic
-    if traffic < 1 and bucket(plan.key, b"traffic", visitor_id) >= traffic:
+    if traffic < 1 and _bucket(plan._traffic_hasher, visitor_id) >= traffic:
         return None
-    index = bisect_right(plan.thresholds, bucket(plan.key, b"variant", visitor_id))
+    index = bisect_right(plan.thresholds, _bucket(plan._variant_hasher, visitor_id))
     # Float rounding can leave the last threshold a hair under 1.0.
     return plan.variant_ids[min(index, len(plan.variant_ids) - 1)]
+
+
+def _hasher(key: bytes, purpose: bytes) -> Any:
+    return hashlib.blake2b(digest_size=8, key=key, person=purpose)
+
+
+def _bucket(prototype: Any, visitor_id: str) -> float:
+    hasher = prototype.copy()
+    hasher.update(visitor_id.encode("utf-8", "surrogatepass"))
+    return int.from_bytes(hasher.digest(), "big") / _SCALE
 
 
 def resolve(plan: Plan, visitor_id: str, stored: str | None) -> str | None:

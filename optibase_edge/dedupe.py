@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from cachetools import LRUCache
@@ -22,6 +23,10 @@ class DedupeStore(Protocol):
 
     async def claim(self, key: str, ttl: float) -> bool:
         """Record *key* for *ttl* seconds; True if this call was the first to."""
+        ...
+
+    async def claim_many(self, keys: Sequence[str], ttl: float) -> list[bool]:
+        """:meth:`claim` for each key, in order, in as few round trips as the store allows."""
         ...
 
     async def aclose(self) -> None:
@@ -49,6 +54,9 @@ class MemoryStore:
             return False
         self._claims[digest] = now + ttl
         return True
+
+    async def claim_many(self, keys: Sequence[str], ttl: float) -> list[bool]:
+        return [await self.claim(key, ttl) for key in keys]
 
     async def aclose(self) -> None:
         self._claims.clear()

@@ -62,7 +62,7 @@ _BACKOFF_BASE = 0.5
 _BACKOFF_CAP = 30.0
 _NOT_RETRIED_5XX = {501, 505}
 _SPLIT_STATUSES = {400, 413}
-_CLAIM_CHUNK = 100  # claims awaited concurrently: one slow store round trip per chunk
+_CLAIM_CHUNK = 100  # keys per claim_many call: one store round trip per chunk
 _GZIP_IN_THREAD = 64 * 1024  # bigger bodies are compressed off the event loop
 _CLOSE_WAIT = 1.0  # seconds aclose() gives cancelled tasks and the store to wind down
 
@@ -373,11 +373,7 @@ class Delivery:
             take = min(todo, _CLAIM_CHUNK)
             todo -= take
             in_hand.extend(self._incoming.popleft() for _ in range(take))
-            claims = iter(
-                await asyncio.gather(
-                    *(self._claim(key) for e in in_hand if (key := e.once_key) is not None)
-                )
-            )
+            claims = iter(await self._claim([k for e in in_hand if (k := e.once_key) is not None]))
             while in_hand:
                 event = in_hand.popleft()
                 if event.once_key is not None and not next(claims):
@@ -385,16 +381,21 @@ class Delivery:
                 else:
                     self._add_ready(self._encode(event))
 
-    async def _claim(self, key: str) -> bool:
+    async def _claim(self, keys: list[str]) -> list[bool]:
+        if not keys:
+            return []
         try:
             # A store that hangs must not stall every batch behind it.
             async with asyncio.timeout(self._settings.request_timeout):
-                return await self._store.claim(key, self._settings.dedupe_ttl)
+                claimed = await self._store.claim_many(keys, self._settings.dedupe_ttl)
+            if len(claimed) != len(keys):
+                raise ValueError(f"claim_many answered {len(claimed)} of {len(keys)} keys")
+            return claimed
         except Exception as exc:
             # At-least-once beats never: Segment's own messageId dedupe backs us up.
-            self._counts["store_errors"] += 1
+            self._counts["store_errors"] += len(keys)
             self._log.warning("store", f"optibase: dedupe store unavailable ({exc!r}); sending")
-            return True
+            return [True] * len(keys)
 
     def _encode(self, event: Event) -> bytes | None:
         try:

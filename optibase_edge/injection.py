@@ -2,25 +2,39 @@
 
 from __future__ import annotations
 
-import html
 import json
+import re
 from collections.abc import Mapping
 
-_MARKERS = (b"</head>", b"</body>")
+_MARKER = re.compile(rb"</(?:head|body)>", re.IGNORECASE)
+_JSON = json.JSONEncoder(separators=(",", ":"))
 
 
-def script_tag(src: str, visitor_id: str, variants: Mapping[str, str], nonce: str | None) -> bytes:
-    """The ``<script>`` tag that loads the client script with this visitor's variants."""
-    data = json.dumps([{"test_id": t, "variant_id": v} for t, v in variants.items()])
-    attributes = [
-        f'src="{html.escape(src)}"',
-        f'data-optibase-visitor="{html.escape(visitor_id)}"',
-        f'data-optibase-variants="{html.escape(data)}"',
-        "defer",
-    ]
+def script_tag_opening(src: str, visitor_id: str, variants: Mapping[str, str]) -> str:
+    """The start of the ``<script>`` tag that loads the client script for this visitor.
+
+    It depends only on the visitor's cookie and the configuration, so callers may
+    cache it; :func:`finish_script_tag` adds the per-request nonce.
+    """
+    data = _JSON.encode([{"test_id": t, "variant_id": v} for t, v in variants.items()])
+    return (
+        f'<script src="{_attribute(src)}" data-optibase-visitor="{_attribute(visitor_id)}"'
+        f' data-optibase-variants="{_attribute(data)}" defer'
+    )
+
+
+def finish_script_tag(opening: str, nonce: str | None) -> bytes:
     if nonce:
-        attributes.append(f'nonce="{html.escape(nonce)}"')
-    return f"<script {' '.join(attributes)}></script>".encode()
+        return f'{opening} nonce="{_attribute(nonce)}"></script>'.encode()
+    return f"{opening}></script>".encode()
+
+
+def _attribute(value: str) -> str:
+    # Inside a double-quoted attribute only "&" and '"' are special; "<" and ">" are
+    # escaped too so that no reader ever mistakes the value for markup.
+    return (
+        value.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;").replace(">", "&gt;")
+    )
 
 
 class HtmlInjector:
@@ -31,30 +45,29 @@ class HtmlInjector:
     body that already loads the script, or has neither marker, passes unchanged.
     """
 
-    def __init__(self, snippet: bytes, already_present: bytes) -> None:
+    def __init__(self, snippet: bytes, already_present: bytes, length_declared: bool) -> None:
+        self.length_declared = length_declared  # the response's Content-Length must be redone
         self._snippet = snippet
-        self._already_present = already_present.lower()
+        self._already_present = already_present
         self._held = b""
         self._done = False
-        self._keep = max(len(already_present), *map(len, _MARKERS)) - 1
+        self._keep = max(len(already_present), len(b"</head>")) - 1
 
     def feed(self, chunk: bytes, more_body: bool) -> bytes:
         """The bytes to send now for *chunk*; everything held is released at the end."""
         if self._done:
             return chunk
-        data = self._held + chunk
-        lowered = data.lower()
-        found = [i for i in (lowered.find(m) for m in _MARKERS) if i >= 0]
-        at = min(found) if found else -1
-        seen = lowered.find(self._already_present, 0, at if at >= 0 else len(lowered))
-        if seen >= 0:
+        data = self._held + chunk if self._held else chunk
+        match = _MARKER.search(data)
+        end = match.start() if match else len(data)
+        if data.find(self._already_present, 0, end) >= 0:
             self._done = True
             self._held = b""
             return data
-        if at >= 0:
+        if match:
             self._done = True
             self._held = b""
-            return data[:at] + self._snippet + data[at:]
+            return data[:end] + self._snippet + data[end:]
         if not more_body:
             self._held = b""
             return data

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from typing import Any
 
 from starlette.requests import Request
@@ -11,12 +12,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ._optibase import Optibase, Visitor
 from .collector import Collector
 from .config import ConversionType
-from .injection import HtmlInjector, script_tag
+from .injection import HtmlInjector, finish_script_tag, script_tag_opening
 from .visitor import read_cookie, set_cookie_header
 
 logger = logging.getLogger("optibase_edge")
 
 SCOPE_KEY = "optibase.visitor"
+_TAG_CACHE_SIZE = 16_384
 
 
 class OptibaseMiddleware:
@@ -46,6 +48,7 @@ class OptibaseMiddleware:
             inject = any(c.type is ConversionType.CLICK for c in settings.conversions)
         self._inject = inject
         self._script_marker = f"{settings.prefix}/script.js".encode()
+        self._openings: OrderedDict[tuple[str, str, int], str] = OrderedDict()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope_type = scope["type"]
@@ -73,6 +76,7 @@ class OptibaseMiddleware:
             except Exception:
                 logger.exception("optibase: assigning tests failed; serving the page without")
 
+        inject = self._inject and scope["method"] == "GET"
         injector: HtmlInjector | None = None
         held_start: Message | None = None
 
@@ -84,13 +88,14 @@ class OptibaseMiddleware:
                     if page_views and 200 <= message["status"] < 300:
                         for conversion in page_views:
                             visitor.fire(conversion)
-                    if self._inject and scope["method"] == "GET":
+                    if inject:
                         injector = self._injector_for(message, visitor, scope)
-                    message = self._set_cookie(message, visitor, scope)
+                    if visitor.changed:
+                        message = self._set_cookie(message, visitor, scope)
                 except Exception:
                     injector = None
                     logger.exception("optibase: could not finish the visitor; response unchanged")
-                if injector is not None and _header(message, b"content-length") is not None:
+                if injector is not None and injector.length_declared:
                     held_start = message  # the length is known once the first chunk is seen
                     return
             elif kind == "http.response.body" and injector is not None:
@@ -106,21 +111,51 @@ class OptibaseMiddleware:
                 message = {**message, "body": body}
             await send(message)
 
-        await self.app(scope, receive, send_wrapper)
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            scope.pop(SCOPE_KEY, None)  # the visitor refers to the scope: end the cycle for GC
 
     def _injector_for(self, start: Message, visitor: Visitor, scope: Scope) -> HtmlInjector | None:
-        content_type = _header(start, b"content-type") or b""
-        if not content_type.lower().startswith(b"text/html"):
-            return None
-        if _header(start, b"content-encoding") is not None or scope.get("optibase.injecting"):
+        html = length_declared = False
+        for key, value in start.get("headers", ()):
+            key = key.lower()
+            if key == b"content-type":
+                html = value[:9].lower() == b"text/html"
+            elif key == b"content-length":
+                length_declared = True
+            elif key == b"content-encoding":
+                return None  # compressed: leave it be
+        if not html or scope.get("optibase.injecting"):
             return None
         scope["optibase.injecting"] = True  # a second middleware in the stack must not
         nonce = self.optibase.settings.csp_nonce
         if callable(nonce):
             nonce = nonce(scope)
-        src = self._collector.script_src(scope.get("root_path", ""))
-        tag = script_tag(src, visitor.id, visitor.active_variants, nonce)
-        return HtmlInjector(tag, self._script_marker)
+        tag = finish_script_tag(self._tag_opening(visitor, scope), nonce)
+        return HtmlInjector(tag, self._script_marker, length_declared)
+
+    def _tag_opening(self, visitor: Visitor, scope: Scope) -> str:
+        root_path: str = scope.get("root_path", "")
+        token = visitor.unchanged_token
+        if token is None:
+            return script_tag_opening(
+                self._collector.script_src(root_path), visitor.id, visitor.active_variants
+            )
+        # A returning visitor's tag is the same on every page: build it once per cookie
+        # (and per change in which scheduled tests are running).
+        key = (token, root_path, self.optibase.schedule_epoch())
+        opening = self._openings.get(key)
+        if opening is None:
+            opening = script_tag_opening(
+                self._collector.script_src(root_path), visitor.id, visitor.active_variants
+            )
+            self._openings[key] = opening
+            if len(self._openings) > _TAG_CACHE_SIZE:
+                self._openings.popitem(last=False)
+        else:
+            self._openings.move_to_end(key)
+        return opening
 
     def _set_cookie(self, message: Message, visitor: Visitor, scope: Scope) -> Message:
         token = visitor.cookie_token()

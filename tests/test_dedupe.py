@@ -195,3 +195,11 @@ def test_local_seen_matches_an_lru_model(keys: list[str], maxsize: int) -> None:
             model.pop(0)
         assert seen.first_time(key) is expected
         assert len(seen) == len(model)
+
+
+@pytest.mark.anyio
+async def test_memory_store_claim_many_is_claim_in_order() -> None:
+    store = MemoryStore()
+    assert await store.claim("seen", 60)
+    assert await store.claim_many(["a", "seen", "b", "a"], 60) == [True, False, True, False]
+    assert await store.claim_many([], 60) == []

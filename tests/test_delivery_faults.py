@@ -17,7 +17,7 @@ import textwrap
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -358,8 +358,11 @@ async def test_requests_stay_within_segment_limits(sink: FaultServer) -> None:
 async def test_the_write_key_never_appears_in_logs(
     sink: FaultServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    class LeakyStore:  # (not a MemoryStore: an empty one is falsy, and Optibase replaces it)
+    class LeakyStore:
         async def claim(self, key: str, ttl: float) -> bool:
+            raise ConnectionError(f"redis://:{WRITE_KEY}@127.0.0.1:1 refused")
+
+        async def claim_many(self, keys: Sequence[str], ttl: float) -> list[bool]:
             raise ConnectionError(f"redis://:{WRITE_KEY}@127.0.0.1:1 refused")
 
         async def aclose(self) -> None:

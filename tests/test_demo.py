@@ -10,6 +10,7 @@ is read back through its API and dashboard. The last tests start
 from __future__ import annotations
 
 import html
+import json
 import os
 import re
 import signal
@@ -191,7 +192,9 @@ def test_home_renders_the_assigned_headline_and_reports_it(
     tag = re.search(r"<script src=\"/_optibase/script\.js[^>]*>", page.text)
     assert tag, "the middleware should inject the client script"
     assert f'data-optibase-visitor="{visitor_id}"' in tag[0]
-    assert f"&quot;variant_id&quot;: &quot;{variant}&quot;" in tag[0]
+    variants = re.search(r'data-optibase-variants="([^"]*)"', tag[0])
+    assert variants is not None
+    assert json.loads(html.unescape(variants[1])) == [{"test_id": "hero", "variant_id": variant}]
     assert f'nonce="{csp_nonce_of(page)}"' in tag[0]
 
     calls = wait_for_calls(

@@ -64,7 +64,7 @@ def test_any_chunking_gives_the_same_result_as_whole_body(
     body = b"".join(parts)
     bounds = sorted({min(c, len(body)) for c in cuts} | {0, len(body)})
     chunks = [body[a:b] for a, b in itertools.pairwise(bounds)] or [b""]
-    injector = HtmlInjector(SNIPPET, MARKER)
+    injector = HtmlInjector(SNIPPET, MARKER, length_declared=False)
     out = b"".join(
         injector.feed(chunk, more_body=i < len(chunks) - 1) for i, chunk in enumerate(chunks)
     )

@@ -318,3 +318,25 @@ def test_imports_without_redis_installed() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert 'pip install "optibase-edge[redis]"' in out.stdout
+
+
+async def test_claim_many_matches_claims_one_by_one(redis_url: str, raw: redis.Redis) -> None:
+    prefix = fresh_prefix()
+    a, b = RedisStore(redis_url, prefix=prefix), RedisStore(redis_url, prefix=prefix)
+    try:
+        assert await a.claim("already", 60)
+        keys = ["k1", "already", "k2", "k1", "k3"]
+        # A pipeline, not a transaction: a repeat inside one call loses like any other.
+        assert await b.claim_many(keys, 60) == [True, False, True, False, True]
+        assert await a.claim_many(keys, 60) == [False] * 5
+        assert await a.claim_many([], 60) == []
+        assert 0 < raw.pttl(a.redis_key("k3")) <= 60_000
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_claim_many_reports_a_dead_server() -> None:
+    store = RedisStore(f"redis://127.0.0.1:{free_port()}/0", socket_timeout=0.5)
+    with pytest.raises(redis.RedisError):
+        await store.claim_many(["a", "b"], 60)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -111,6 +112,18 @@ class RedisStore:
         ttl_ms = max(1, math.ceil(ttl * 1000))
         created = await self._current_client().set(self.redis_key(key), b"1", nx=True, px=ttl_ms)
         return bool(created)  # True when set; None when a live claim exists
+
+    async def claim_many(self, keys: Sequence[str], ttl: float) -> list[bool]:
+        """:meth:`claim` for each key, in one pipelined round trip (not a transaction)."""
+        if not math.isfinite(ttl):
+            raise ValueError(f"ttl must be a finite number of seconds, not {ttl!r}")
+        if not keys:
+            return []
+        ttl_ms = max(1, math.ceil(ttl * 1000))
+        async with self._current_client().pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.set(self.redis_key(key), b"1", nx=True, px=ttl_ms)
+            return [bool(created) for created in await pipe.execute()]
 
     def redis_key(self, key: str) -> str:
         """The Redis key that a claim of *key* is stored under."""

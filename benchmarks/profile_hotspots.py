@@ -22,6 +22,7 @@ import asyncio
 import collections
 import contextlib
 import cProfile
+import os
 import pstats
 import sys
 import tempfile
@@ -147,23 +148,29 @@ async def components() -> None:
         "visitor.active_variants": lambda: visitor.active_variants,
     }
     try:  # internals of the library: they move; skip what is not there
-        from optibase_edge.injection import HtmlInjector, script_tag
+        from optibase_edge.injection import (
+            HtmlInjector,
+            finish_script_tag,
+            script_tag_opening,
+        )
 
-        src = mw._script_src if hasattr(mw, "_script_src") else mw._collector.script_src("")
+        src = mw._collector.script_src("")
         variants = visitor.active_variants
-        tag = script_tag(src, visitor.id, variants, None)
+        tag = finish_script_tag(script_tag_opening(src, visitor.id, variants), None)
     except Exception as exc:
         print(f"(injection internals not found: {exc!r})")
         mw = None
     if mw is not None:
         parts.update(
             {
-                "injection.script_tag()": lambda: script_tag(src, visitor.id, variants, None),
-                "middleware._injector_for() (incl. script_tag)": lambda: mw._injector_for(
+                "injection: build the tag (a changed visitor)": lambda: finish_script_tag(
+                    script_tag_opening(src, visitor.id, variants), None
+                ),
+                "middleware._injector_for() (tag cached per cookie)": lambda: mw._injector_for(
                     start, visitor, {}
                 ),
                 "HtmlInjector(...).feed(2 KB page, last chunk)": lambda: HtmlInjector(
-                    tag, mw._script_marker
+                    tag, mw._script_marker, True
                 ).feed(body, False),
             }
         )
@@ -175,7 +182,7 @@ async def components() -> None:
     loaded = Visitor(ob, scope, token)
     _ = loaded.id
     ctx = request_context(scope)
-    exposed = tuple(sorted(loaded.active_variants.items()))
+    exposed = tuple(loaded.active_variants.items())
     event = ConversionTriggered(
         loaded.id,
         None,
@@ -185,7 +192,7 @@ async def components() -> None:
         ctx.url,
         exposed,
         False,
-        uuid.uuid4().hex,
+        os.urandom(16).hex(),
         ctx,
     )
     parts.update(
@@ -194,11 +201,11 @@ async def components() -> None:
                 Visitor(ob, scope, token).id
             ),
             "convert: request_context(scope)": lambda: request_context(scope),
-            "convert: tuple(sorted(active_variants.items()))": lambda: tuple(
-                sorted(loaded.active_variants.items())
+            "convert: tuple(active_variants.items())": lambda: tuple(
+                loaded.active_variants.items()
             ),
-            "convert: uuid.uuid4().hex (nonce)": lambda: uuid.uuid4().hex,
-            "convert: ConversionTriggered(...) (frozen dataclass)": lambda: ConversionTriggered(
+            "convert: os.urandom(16).hex() (nonce)": lambda: os.urandom(16).hex(),
+            "convert: ConversionTriggered(...) (named tuple)": lambda: ConversionTriggered(
                 loaded.id,
                 None,
                 time.time(),

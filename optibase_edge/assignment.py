@@ -2,9 +2,10 @@
 
 A visitor's place in a test comes from a keyed hash of their ID: the test's
 seed is the key, so tests are independent of each other, and the same
-(seed, visitor) always lands in the same variant. Two separate hashes decide
-whether the visitor enters the test at all (traffic) and which variant they see
-(weights), so changing the traffic share never reshuffles variants.
+(seed, visitor) always lands in the same variant. The two halves of the hash
+decide, independently, whether the visitor enters the test at all (traffic)
+and which variant they see (weights), so changing the traffic share never
+reshuffles variants.
 """
 
 from __future__ import annotations
@@ -28,9 +29,8 @@ class Plan:
     key: bytes
     variant_ids: tuple[str, ...]
     thresholds: tuple[float, ...]
-    # Keyed hashers made once: each assignment copies one instead of keying anew.
-    _traffic_hasher: Any = field(repr=False, compare=False)
-    _variant_hasher: Any = field(repr=False, compare=False)
+    # A keyed hasher made once: each assignment copies it instead of keying anew.
+    _hasher: Any = field(repr=False, compare=False)
 
     @property
     def test_id(self) -> str:
@@ -43,39 +43,29 @@ def compile_test(test: Test) -> Plan:
     weights = [v.weight for v in test.variants]
     total = sum(weights)
     thresholds = tuple(c / total for c in accumulate(weights))
-    return Plan(
-        test,
-        key,
-        tuple(v.id for v in test.variants),
-        thresholds,
-        _hasher(key, b"traffic"),
-        _hasher(key, b"variant"),
+    hasher = hashlib.blake2b(digest_size=16, key=key, person=b"optibase-assign")
+    return Plan(test, key, tuple(v.id for v in test.variants), thresholds, hasher)
+
+
+def buckets(plan: Plan, visitor_id: str) -> tuple[float, float]:
+    """Two independent uniform numbers in [0, 1): (traffic, variant), from one hash."""
+    hasher = plan._hasher.copy()
+    hasher.update(visitor_id.encode("utf-8", "surrogatepass"))
+    digest = hasher.digest()
+    return (
+        int.from_bytes(digest[:8], "big") / _SCALE,
+        int.from_bytes(digest[8:], "big") / _SCALE,
     )
-
-
-def bucket(key: bytes, purpose: bytes, visitor_id: str) -> float:
-    """A uniform number in [0, 1) for (key, purpose, visitor)."""
-    return _bucket(_hasher(key, purpose), visitor_id)
 
 
 def choose(plan: Plan, visitor_id: str) -> str | None:
     """The variant *visitor_id* gets in a fresh assignment, or None if outside traffic."""
-    traffic = plan.test.traffic
-    if traffic < 1 and _bucket(plan._traffic_hasher, visitor_id) >= traffic:
+    traffic, variant = buckets(plan, visitor_id)
+    if traffic >= plan.test.traffic:
         return None
-    index = bisect_right(plan.thresholds, _bucket(plan._variant_hasher, visitor_id))
+    index = bisect_right(plan.thresholds, variant)
     # Float rounding can leave the last threshold a hair under 1.0.
     return plan.variant_ids[min(index, len(plan.variant_ids) - 1)]
-
-
-def _hasher(key: bytes, purpose: bytes) -> Any:
-    return hashlib.blake2b(digest_size=8, key=key, person=purpose)
-
-
-def _bucket(prototype: Any, visitor_id: str) -> float:
-    hasher = prototype.copy()
-    hasher.update(visitor_id.encode("utf-8", "surrogatepass"))
-    return int.from_bytes(hasher.digest(), "big") / _SCALE
 
 
 def resolve(plan: Plan, visitor_id: str, stored: str | None) -> str | None:

@@ -2,20 +2,19 @@
 
 Records are made on the request path, so they only capture raw values; turning
 them into Segment JSON (parsing URLs, formatting times) happens in the
-background, in :mod:`optibase_edge.segment`.
+background, in :mod:`optibase_edge.segment`. They are named tuples rather than
+frozen dataclasses: as immutable, and three times cheaper to make.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .config import ConversionType
 
 
-@dataclass(frozen=True, slots=True)
-class RequestContext:
+class RequestContext(NamedTuple):
     """Raw facts about the request an event came from."""
 
     ip: str | None = None
@@ -25,8 +24,7 @@ class RequestContext:
     referrer: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Identify:
+class Identify(NamedTuple):
     visitor_id: str | None
     user_id: str | None
     timestamp: float
@@ -40,8 +38,7 @@ class Identify:
         return f"identify\x1f{self.visitor_id}\x1f{self.user_id}"
 
 
-@dataclass(frozen=True, slots=True)
-class ExperimentViewed:
+class ExperimentViewed(NamedTuple):
     visitor_id: str
     user_id: str | None
     timestamp: float
@@ -56,8 +53,7 @@ class ExperimentViewed:
         return f"exposure\x1f{self.visitor_id}\x1f{self.test_id}"
 
 
-@dataclass(frozen=True, slots=True)
-class ConversionTriggered:
+class ConversionTriggered(NamedTuple):
     visitor_id: str | None
     user_id: str | None
     timestamp: float

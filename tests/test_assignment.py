@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from optibase_edge import Test, Variant
-from optibase_edge.assignment import bucket, choose, compile_test, resolve
+from optibase_edge.assignment import buckets, choose, compile_test, resolve
 
 N = 20_000
 
@@ -158,12 +158,15 @@ def test_seed_changes_reshuffle(visitors: list[str]) -> None:
 
 
 def test_bucket_range_and_purpose_separation(visitors: list[str]) -> None:
-    key = compile_test(make()).key
-    a = [bucket(key, b"traffic", v) for v in visitors[:2000]]
-    b = [bucket(key, b"variant", v) for v in visitors[:2000]]
+    plan = compile_test(make())
+    pairs = [buckets(plan, v) for v in visitors[:2000]]
+    a, b = [t for t, _ in pairs], [v for _, v in pairs]
     assert all(0 <= x < 1 for x in a + b)
     assert a != b
     assert 0.45 < sum(a) / len(a) < 0.55
+    # independent halves: being in the lower half of one says nothing of the other
+    both_low = sum(t < 0.5 and v < 0.5 for t, v in pairs) / len(pairs)
+    assert 0.2 < both_low < 0.3
 
 
 variant_ids = st.lists(

@@ -17,6 +17,7 @@ from .config import Conversion, ConversionType, Settings, Test, build_settings, 
 from .dedupe import DedupeStore, LocalSeen, MemoryStore
 from .delivery import Delivery, JsonlTransport, SegmentTransport, Transport
 from .events import ConversionTriggered, Event, ExperimentViewed, Identify, RequestContext
+from .screening import Audience, audience
 from .visitor import CookieCodec, new_visitor_id
 
 logger = logging.getLogger("optibase_edge")
@@ -213,10 +214,14 @@ class Visitor:
     """The visitor of the current request: ``get_visitor(request)`` returns it.
 
     Loaded lazily: a request that never asks for the visitor costs nothing.
+    Bots and prefetches are told apart only when something new would happen
+    (a first visit, a new assignment, a conversion): they record nothing and
+    their cookie is not written, and bots are outside every test.
     """
 
     __slots__ = (
         "_assignments",
+        "_audience",
         "_changed",
         "_context",
         "_id",
@@ -238,6 +243,7 @@ class Visitor:
         self._changed = False
         self._context: RequestContext | None = None
         self._user_id: str | None = None
+        self._audience: Audience | None = None
         self.is_new = False
 
     @property
@@ -257,7 +263,8 @@ class Visitor:
         """The variant this visitor sees in *test_id*, assigning it on first use.
 
         None when the test is unknown, not running, or the visitor is outside its
-        traffic share. A stopped test with a winner shows the winner to everyone.
+        traffic share (bots are outside every test). A stopped test with a winner
+        shows the winner to everyone.
         """
         plan = self._optibase.plans.get(test_id)
         if plan is None:
@@ -278,19 +285,23 @@ class Visitor:
             and self._optibase.is_running(plan.test)
         }
 
-    async def convert(self, conversion_id: str) -> None:
-        """Record a conversion for this visitor, from this page.
+    async def convert(self, conversion_id: str, *, origin_url: str | None = None) -> None:
+        """Record a conversion for this visitor.
 
+        ``origin_url`` is the page it happened on; by default the URL of this
+        request (pass the form's page when this request is the form's POST).
         Raises ``ValueError`` for an unknown conversion id.
         """
         conversion = self._optibase._conversion(conversion_id)
-        self.fire(conversion)
+        self.fire(conversion, origin_url)
 
     def identify(self, user_id: str, traits: Mapping[str, Any] | None = None) -> None:
         """Attach your own user ID (and traits) to this visitor: one Identify per pair."""
         if not isinstance(user_id, str) or not user_id:
             raise ValueError("user_id must be a non-empty string")
         self._user_id = user_id
+        if self._quiet():
+            return
         self._optibase.emit(
             Identify(self.id, user_id, time.time(), dict(traits) if traits else None, self.context)
         )
@@ -306,12 +317,12 @@ class Visitor:
     @property
     def changed(self) -> bool:
         """The cookie must be (re)written on this response."""
-        return self._changed
+        return self._changed and not self._quiet()
 
     @property
     def unchanged_token(self) -> str | None:
         """The request's cookie, when it already says all there is about this visitor."""
-        if self._id is None or self._changed:
+        if self._id is None or self._changed or self._audience not in (None, "visitor"):
             return None
         return self._token
 
@@ -331,6 +342,8 @@ class Visitor:
         origin_url: str | None = None,
         context: RequestContext | None = None,
     ) -> None:
+        if self._quiet():
+            return
         context = context or self.context
         self._optibase.emit_conversion(
             conversion,
@@ -343,7 +356,7 @@ class Visitor:
 
     def cookie_token(self) -> str | None:
         """A freshly signed token when the cookie must change, else None."""
-        if not self._changed or self._id is None:
+        if not self._changed or self._id is None or self._quiet():
             return None
         tests = self._optibase.plans
         kept = {t: v for t, v in self._assignments.items() if t in tests}
@@ -361,7 +374,10 @@ class Visitor:
         self._assignments = {}
         self._changed = True
         self.is_new = True
-        optibase.emit(Identify(self._id, None, time.time(), None, self.context), fresh_visitor=True)
+        if not self._quiet():
+            optibase.emit(
+                Identify(self._id, None, time.time(), None, self.context), fresh_visitor=True
+            )
 
     def _variant(self, plan: Plan) -> str | None:
         test = plan.test
@@ -371,6 +387,8 @@ class Visitor:
         stored = self._assignments.get(test.id)
         if stored is not None and stored in plan.variant_ids:
             return stored
+        if self._screen() == "bot":
+            return None
         chosen = choose(plan, visitor_id)
         if chosen is None:
             return None
@@ -379,6 +397,8 @@ class Visitor:
             self._owned = True
         self._assignments[test.id] = chosen  # type: ignore[index]
         self._changed = True
+        if self._quiet():
+            return chosen  # a prefetch renders the variant; the real view records it
         variant = test.variant_by_id(chosen)
         self._optibase.emit(
             ExperimentViewed(
@@ -394,6 +414,14 @@ class Visitor:
             fresh_visitor=self.is_new,
         )
         return chosen
+
+    def _screen(self) -> Audience:
+        if self._audience is None:
+            self._audience = audience(dict(self._scope.get("headers", ())))
+        return self._audience
+
+    def _quiet(self) -> bool:
+        return self._screen() != "visitor"
 
 
 def request_context(scope: Mapping[str, Any]) -> RequestContext:

@@ -919,25 +919,45 @@ async def test_asgi_transport_concurrent_requests_expose_once(tmp_path: Path) ->
 # -- contract gaps found while testing (strict xfail: they pass once fixed) ------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DESIGN.md: 'Bots ... produce no events' -- no bot detection is implemented",
-)
 def test_bots_produce_no_events(client: TestClient, ob: Optibase) -> None:
     bot = {"user-agent": "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"}
     response = fetch(client, "/landing/a", headers=bot)
     assert response.status_code == 200
+    assert cookie_of(response) is None
+    assert fetch(client, "/pricing", headers=bot).status_code == 200
     assert flushed(client, ob) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DESIGN.md: 'prefetches ... produce no events' -- Sec-Purpose: prefetch is ignored",
-)
+def test_a_bot_is_outside_every_test(client: TestClient) -> None:
+    bot = {"user-agent": "Mozilla/5.0 AppleWebKit/537.36 (KHTML) HeadlessChrome/120.0 Safari"}
+    response = fetch(client, "/landing/page", headers=bot)
+    assert response.json()["hero"] is None
+    assert response.json()["active"] == {}
+
+
 def test_prefetches_produce_no_events(client: TestClient, ob: Optibase) -> None:
     response = fetch(client, "/landing/a", headers={"sec-purpose": "prefetch"})
     assert response.status_code == 200
     assert flushed(client, ob) == []
+
+
+def test_a_prefetch_renders_the_variant_and_the_real_view_records_it(
+    client: TestClient, ob: Optibase
+) -> None:
+    first = fetch(client, "/")
+    token = token_of(first)
+    flushed(client, ob)
+    before = len(read_events(ob))
+    # The visitor's browser prefetches a page with a test it has not seen yet.
+    prefetch = fetch(client, "/landing/a", token, headers={"sec-purpose": "prefetch;prerender"})
+    assert prefetch.status_code == 200
+    assert cookie_of(prefetch) is None  # the assignment is not stored by a prefetch
+    assert len(flushed(client, ob)) == before
+    real = fetch(client, "/landing/a", token)
+    record = CookieCodec([KEY]).decode(token_of(real))
+    assert record is not None
+    (cta,) = [e for e in exposures(flushed(client, ob)) if e["properties"]["test_id"] == "cta"]
+    assert cta["properties"]["variant_id"] == record.assignments["cta"]
 
 
 # -- under a root_path (uvicorn --root-path, or a mounted sub-app) -----------------------------

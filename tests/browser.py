@@ -56,6 +56,40 @@ def browser() -> Iterator[Any]:
             instance.close()
 
 
+# A regular desktop browser: headless Chromium's own "HeadlessChrome" marks it a bot.
+DESKTOP_USER_AGENT = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36"
+)
+
+
+@pytest.fixture
+def errors() -> list[str]:
+    """Page errors and console errors seen by ``page``."""
+    return []
+
+
+@pytest.fixture
+def page(browser: Any, errors: list[str]) -> Iterator[Any]:
+    """A fresh tab in its own context, recording errors and CSP violations."""
+    context = browser.new_context(user_agent=DESKTOP_USER_AGENT)
+    tab = context.new_page()
+    tab.set_default_timeout(10_000)
+    tab.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
+    tab.on(
+        "console",
+        lambda msg: errors.append(f"console: {msg.text}") if msg.type == "error" else None,
+    )
+    # Installed before any page script on every navigation; CDP-injected, so not subject to CSP.
+    tab.add_init_script(
+        "window.__violations = [];"
+        "document.addEventListener('securitypolicyviolation', function (e) {"
+        "  window.__violations.push(e.violatedDirective + ' ' + e.blockedURI); });"
+    )
+    yield tab
+    context.close()
+
+
 @contextmanager
 def serve(app: Any, *, timeout: float = STARTUP_TIMEOUT) -> Iterator[str]:
     """Run ``app`` under real uvicorn on 127.0.0.1 in a thread; yield its base URL."""

@@ -31,7 +31,7 @@ from starlette.applications import Starlette
 
 from demo_site.app import HEADLINES, PLANS, create_demo_app
 from demo_site.sink import create_sink_app
-from tests.browser import serve
+from tests.browser import DESKTOP_USER_AGENT, serve
 
 T = TypeVar("T")
 
@@ -39,10 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WRITE_KEY = "demo"
 SECRET_KEY = "test-secret-key-for-the-demo"
 # A browser's user agent: the events should look like a real visitor's.
-USER_AGENT = (
-    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/124.0.0.0 Safari/537.36"
-)
+USER_AGENT = DESKTOP_USER_AGENT
 DEADLINE = 5.0  # for events to reach the sink (flush_interval is 0.2 s)
 SETTLE = 0.5  # after the expected events arrived, time for unexpected extras to show up
 

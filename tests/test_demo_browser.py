@@ -112,32 +112,6 @@ def collected(demo_and_counter: tuple[Demo, CollectCounter]) -> CollectCounter:
     return counter
 
 
-@pytest.fixture
-def errors() -> list[str]:
-    return []
-
-
-@pytest.fixture
-def page(browser: Any, errors: list[str]) -> Iterator[Any]:
-    # A regular desktop user agent: a visitor, not "HeadlessChrome".
-    context = browser.new_context(user_agent=USER_AGENT)
-    tab = context.new_page()
-    tab.set_default_timeout(10_000)
-    tab.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
-    tab.on(
-        "console",
-        lambda msg: errors.append(f"console: {msg.text}") if msg.type == "error" else None,
-    )
-    # Installed before any page script on every navigation; CDP-injected, so not subject to CSP.
-    tab.add_init_script(
-        "window.__violations = [];"
-        "document.addEventListener('securitypolicyviolation', function (e) {"
-        "  window.__violations.push(e.violatedDirective + ' ' + e.blockedURI); });"
-    )
-    yield tab
-    context.close()
-
-
 def open_page(page: Any, url: str) -> Any:
     response = page.goto(url)
     assert response is not None and response.ok, url

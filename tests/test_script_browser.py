@@ -212,31 +212,6 @@ def beacons(site: tuple[str, Recorder]) -> Recorder:
     return site[1]
 
 
-@pytest.fixture
-def errors() -> list[str]:
-    return []
-
-
-@pytest.fixture
-def page(browser: Any, errors: list[str]) -> Iterator[Any]:
-    context = browser.new_context()
-    tab = context.new_page()
-    tab.set_default_timeout(10_000)
-    tab.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
-    tab.on(
-        "console",
-        lambda msg: errors.append(f"console: {msg.text}") if msg.type == "error" else None,
-    )
-    # Installed before any page script; CDP-injected, so not subject to CSP.
-    tab.add_init_script(
-        "window.__violations = [];"
-        "document.addEventListener('securitypolicyviolation', function (e) {"
-        "  window.__violations.push(e.violatedDirective + ' ' + e.blockedURI); });"
-    )
-    yield tab
-    context.close()
-
-
 def open_page(page: Any, url: str) -> None:
     page.goto(url)
     page.wait_for_function("window.optibaseActiveVariants !== undefined")

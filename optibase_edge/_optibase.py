@@ -82,7 +82,6 @@ class Optibase:
         store = MemoryStore() if dedupe_store is None else dedupe_store
         self.delivery = Delivery(s, store, transport)
         self.cookie_name = s.cookie_name.encode("latin-1")
-        self._has_schedules = any(t.starts_at or t.ends_at for t in s.tests)
         self._schedule_boundaries = sorted(
             {when.timestamp() for t in s.tests for when in (t.starts_at, t.ends_at) if when}
         )
@@ -155,7 +154,7 @@ class Optibase:
     def is_running(self, test: Test) -> bool:
         if test.status != "running":
             return False
-        if not self._has_schedules:
+        if not self._schedule_boundaries:
             return True
         return test.is_running(datetime.now().astimezone())
 
@@ -224,6 +223,7 @@ class Visitor:
         "_audience",
         "_changed",
         "_context",
+        "_headers",
         "_id",
         "_optibase",
         "_owned",
@@ -242,6 +242,7 @@ class Visitor:
         self._owned = False  # until the first change, assignments are the cached record's
         self._changed = False
         self._context: RequestContext | None = None
+        self._headers: dict[bytes, bytes] | None = None
         self._user_id: str | None = None
         self._audience: Audience | None = None
         self.is_new = False
@@ -311,7 +312,7 @@ class Visitor:
     @property
     def context(self) -> RequestContext:
         if self._context is None:
-            self._context = request_context(self._scope)
+            self._context = request_context(self._scope, self._header_map())
         return self._context
 
     @property
@@ -417,17 +418,27 @@ class Visitor:
 
     def _screen(self) -> Audience:
         if self._audience is None:
-            self._audience = audience(dict(self._scope.get("headers", ())))
+            self._audience = audience(self._header_map())
         return self._audience
+
+    def _header_map(self) -> dict[bytes, bytes]:
+        if self._headers is None:
+            self._headers = dict(self._scope.get("headers", ()))
+        return self._headers
 
     def _quiet(self) -> bool:
         return self._screen() != "visitor"
 
 
-def request_context(scope: Mapping[str, Any]) -> RequestContext:
-    """Raw request facts for an event, read from an ASGI HTTP scope."""
+def request_context(
+    scope: Mapping[str, Any], headers: Mapping[bytes, bytes] | None = None
+) -> RequestContext:
+    """Raw request facts for an event, read from an ASGI HTTP scope.
+
+    *headers* is the scope's headers as a dict, when the caller has built it already.
+    """
     # One dict built in C beats comparing every header in Python (ASGI names are lower case).
-    get = dict(scope.get("headers", ())).get
+    get = (dict(scope.get("headers", ())) if headers is None else headers).get
     ua, lang = _text(get(b"user-agent")), _text(get(b"accept-language"))
     referrer, host = _text(get(b"referer")), _text(get(b"host"))
     client = scope.get("client")

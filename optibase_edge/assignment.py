@@ -32,10 +32,6 @@ class Plan:
     # A keyed hasher made once: each assignment copies it instead of keying anew.
     _hasher: Any = field(repr=False, compare=False)
 
-    @property
-    def test_id(self) -> str:
-        return self.test.id
-
 
 def compile_test(test: Test) -> Plan:
     seed = test.seed if test.seed is not None else test.id

@@ -18,9 +18,8 @@ from urllib.parse import urlsplit
 
 from starlette.types import Message, Receive, Scope, Send
 
-from ._optibase import Optibase, Visitor, request_context
+from ._optibase import Optibase, Visitor
 from .config import ConversionType
-from .events import RequestContext
 from .visitor import read_cookie
 
 logger = logging.getLogger("optibase_edge")
@@ -164,14 +163,8 @@ class Collector:
             raise _Refused(400, f"conversion {conversion_id!r} is not a {kind} conversion")
 
         visitor = Visitor(optibase, scope, token)
-        server = request_context(scope)
-        context = RequestContext(
-            ip=server.ip,
-            user_agent=server.user_agent,
-            accept_language=server.accept_language,
-            url=url,
-            referrer=referrer or None,
-        )
+        # The beacon's request is not the page's: the page and its referrer come from the body.
+        context = visitor.context._replace(url=url, referrer=referrer or None)
         visitor.fire(conversion, origin_url=url, context=context)
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})

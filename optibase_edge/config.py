@@ -204,11 +204,9 @@ class Settings:
     retry_max_time: float = 300.0
     shutdown_timeout: float = 5.0
     spool_path: Path | None = None
-    tests_by_id: Mapping[str, Test] = field(init=False, repr=False, compare=False)
     conversions_by_id: Mapping[str, Conversion] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "tests_by_id", {t.id: t for t in self.tests})
         object.__setattr__(self, "conversions_by_id", {c.id: c for c in self.conversions})
 
     @property

@@ -55,8 +55,6 @@ from .segment import (
 
 logger = logging.getLogger("optibase_edge")
 
-# "500 KB" read the strict way (500,000 bytes), for the whole body, envelope included.
-MAX_REQUEST_BYTES = min(MAX_BATCH_BYTES, 500_000)
 _RETRY_AFTER_CAP = 60.0
 _BACKOFF_BASE = 0.5
 _BACKOFF_CAP = 30.0
@@ -428,7 +426,7 @@ class Delivery:
             size = BATCH_ENVELOPE_BYTES  # '{"batch":[],"sentAt":"…"}'
             while ready and len(batch) < self._batch_limit:
                 grown = size + len(ready[0]) + (1 if batch else 0)  # a comma between items
-                if batch and grown > MAX_REQUEST_BYTES:
+                if batch and grown > MAX_BATCH_BYTES:
                     break
                 item = ready.popleft()
                 self._ready_bytes -= len(item)

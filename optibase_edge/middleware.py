@@ -199,13 +199,6 @@ def _route_path(path: str, scope: Scope) -> str:
     return rest or "/"
 
 
-def _header(message: Message, name: bytes) -> bytes | None:
-    for key, value in message.get("headers", ()):
-        if key.lower() == name:
-            return bytes(value)
-    return None
-
-
 def get_visitor(request: Request) -> Visitor:
     """The current visitor; use in a view or as ``Depends(get_visitor)`` in FastAPI.
 

@@ -12,7 +12,7 @@ from ._version import __version__
 from .events import ConversionTriggered, Event, ExperimentViewed, Identify, RequestContext
 
 MAX_EVENT_BYTES = 32 * 1024
-MAX_BATCH_BYTES = 500 * 1024
+MAX_BATCH_BYTES = 500_000  # "500 KB" read the strict way, for the whole body
 MAX_BATCH_EVENTS = 2500
 LIBRARY = {"name": "optibase-edge", "version": __version__}
 _CAMPAIGN_FIELDS = {

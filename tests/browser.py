@@ -7,6 +7,7 @@ running asyncio loop.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import threading
@@ -40,12 +41,16 @@ def browser() -> Iterator[Any]:
     running on the main thread while it is alive, which breaks asyncio.run() in
     any test that comes after it.
     """
+    missing = None
     if not os.path.exists(CHROMIUM_PATH):
-        message = f"Chromium not found at {CHROMIUM_PATH} (apt-get install -y chromium)"
+        missing = f"Chromium not found at {CHROMIUM_PATH} (apt-get install -y chromium)"
+    elif importlib.util.find_spec("playwright") is None:
+        missing = "the playwright package is not installed (pip install -e '.[test]')"
+    if missing is not None:
         if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    sync_api = pytest.importorskip("playwright.sync_api")
+            pytest.fail(f"{missing}; CI must have it", pytrace=False)
+        pytest.skip(missing)
+    from playwright import sync_api
     with sync_api.sync_playwright() as playwright:
         instance = playwright.chromium.launch(
             executable_path=CHROMIUM_PATH, headless=True, args=CHROMIUM_ARGS

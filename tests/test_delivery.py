@@ -26,7 +26,6 @@ from optibase_edge import ConversionType, MemoryStore
 from optibase_edge import delivery as delivery_module
 from optibase_edge.config import Settings, build_settings
 from optibase_edge.delivery import (
-    MAX_REQUEST_BYTES,
     Delivery,
     Outcome,
     Transport,
@@ -35,7 +34,7 @@ from optibase_edge.delivery import (
     parse_retry_after,
 )
 from optibase_edge.events import ConversionTriggered, Event, Identify
-from optibase_edge.segment import batch_body, message_id
+from optibase_edge.segment import MAX_BATCH_BYTES, batch_body, message_id
 
 pytestmark = pytest.mark.anyio
 
@@ -391,8 +390,8 @@ async def test_batches_respect_request_limits(tmp_path: Path) -> None:
     sizes = [len(batch_body(items, time.time())) for items, _, _ in fake.calls]
     counts = [len(items) for items, _, _ in fake.calls]
     assert counts[0] == 2500 and max(counts) == 2500 and sum(counts) == 3060
-    assert max(sizes) <= MAX_REQUEST_BYTES
-    assert max(sizes[1:]) > MAX_REQUEST_BYTES - 25_000  # packed, not split early
+    assert max(sizes) <= MAX_BATCH_BYTES
+    assert max(sizes[1:]) > MAX_BATCH_BYTES - 25_000  # packed, not split early
     assert delivery.stats()["sent"] == 3060
     await delivery.aclose()
 

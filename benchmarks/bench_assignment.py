@@ -20,7 +20,7 @@ from typing import Any
 from growthbook import Experiment, GrowthBook
 
 from optibase_edge import Test, Variant
-from optibase_edge.assignment import choose, compile_test
+from optibase_edge._assignment import choose, compile_test
 
 from ._util import Row, SectionResult, fmt_us, interleave, median, paired_ratio
 

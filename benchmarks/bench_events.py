@@ -39,8 +39,7 @@ from typing import Any
 from segment.analytics import Client as SegmentClient
 
 from optibase_edge import Visitor
-from optibase_edge._optibase import request_context
-from optibase_edge.events import ConversionTriggered
+from optibase_edge._events import ConversionTriggered, request_context
 
 from ._util import (
     LOOPBACK,

@@ -19,7 +19,8 @@ import time
 import tracemalloc
 from typing import Any
 
-from optibase_edge.dedupe import LocalSeen, MemoryStore
+from optibase_edge import MemoryStore
+from optibase_edge._seen import LocalSeen
 
 from ._util import Row, SectionResult, interleave, median, paired_ratio
 

@@ -44,8 +44,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from optibase_edge.assignment import choose
-from optibase_edge.visitor import CookieCodec
+from optibase_edge._assignment import choose
+from optibase_edge._cookie import CookieCodec
 
 from ._util import Row, SectionResult, fmt_us, interleave_async, median, paired_ratio
 from .apps import (

@@ -98,7 +98,7 @@ async def scenario(name: str, seconds: float, max_batches: int, profile: bool) -
                 prof.disable()
             await ob.flush(60)
         elif name == "choose":
-            from optibase_edge.assignment import choose
+            from optibase_edge._assignment import choose
 
             plan = ob.plans["cta_color"]
             ids = [str(uuid.uuid4()) for _ in range(BATCH)]
@@ -122,7 +122,7 @@ async def components() -> None:
     from starlette.responses import HTMLResponse
 
     from optibase_edge import Visitor
-    from optibase_edge.visitor import read_cookie
+    from optibase_edge._cookie import read_cookie
 
     ob, app, headers = await _setup()
     scope = make_scope(headers)
@@ -148,7 +148,7 @@ async def components() -> None:
         "visitor.active_variants": lambda: visitor.active_variants,
     }
     try:  # internals of the library: they move; skip what is not there
-        from optibase_edge.injection import (
+        from optibase_edge._injection import (
             HtmlInjector,
             finish_script_tag,
             script_tag_opening,
@@ -175,8 +175,7 @@ async def components() -> None:
             }
         )
     # The pieces of ``await visitor.convert("purchase")`` (the emit-from-a-view path).
-    from optibase_edge._optibase import request_context
-    from optibase_edge.events import ConversionTriggered
+    from optibase_edge._events import ConversionTriggered, request_context
 
     conversion = ob.settings.conversions_by_id["purchase"]
     loaded = Visitor(ob, scope, token)
@@ -222,7 +221,7 @@ async def components() -> None:
     )
 
     # The pieces of a new visitor's request (no cookie).
-    from optibase_edge.visitor import new_visitor_id
+    from optibase_edge._cookie import new_visitor_id
 
     new_scope = make_scope(with_cookie(None))
 

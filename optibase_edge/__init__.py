@@ -1,24 +1,45 @@
 """Server-side Optibase-style A/B testing for Starlette and FastAPI, reported to Segment."""
 
-from ._optibase import Optibase, Visitor
+from ._config import ConfigError, Conversion, ConversionType, Test, Variant
+from ._delivery.redis_store import RedisStore
+from ._delivery.stores import DedupeStore, MemoryStore
+from ._delivery.transports import (
+    Batch,
+    JsonLinesTransport,
+    MockTransport,
+    Outcome,
+    SegmentTransport,
+    Transport,
+)
+from ._middleware import OptibaseMiddleware, get_visitor
+from ._optibase import Optibase
 from ._version import __version__
-from .config import ConfigError, Conversion, ConversionType, Test, Variant
-from .dedupe import DedupeStore, MemoryStore
-from .middleware import OptibaseMiddleware, get_visitor
-from .stores.redis import RedisStore
+from ._visitor import Visitor
 
 __all__ = [
+    "Batch",
     "ConfigError",
     "Conversion",
     "ConversionType",
     "DedupeStore",
+    "JsonLinesTransport",
     "MemoryStore",
+    "MockTransport",
     "Optibase",
     "OptibaseMiddleware",
+    "Outcome",
     "RedisStore",
+    "SegmentTransport",
     "Test",
+    "Transport",
     "Variant",
     "Visitor",
     "__version__",
     "get_visitor",
 ]
+
+# Public names report the public module, as httpx's do (tracebacks, docs, repr).
+for _name in __all__:
+    if _name != "__version__":
+        globals()[_name].__module__ = "optibase_edge"
+del _name

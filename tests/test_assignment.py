@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from optibase_edge import Test, Variant
-from optibase_edge.assignment import buckets, choose, compile_test, resolve
+from optibase_edge._assignment import buckets, choose, compile_test, resolve
 
 N = 20_000
 

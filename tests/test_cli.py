@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from optibase_edge.cli import main
+from optibase_edge._cli import main
 
 GOOD = """
 secret_keys = ["k"]

@@ -18,7 +18,7 @@ from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
 from optibase_edge import Conversion, ConversionType, Optibase, OptibaseMiddleware, Test, Variant
-from optibase_edge.collector import MAX_BODY_BYTES
+from optibase_edge._endpoints import MAX_BODY_BYTES
 
 PAGE = "http://testserver/landing"
 

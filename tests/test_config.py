@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import logging
 import math
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 
 from optibase_edge import ConfigError, Conversion, ConversionType, Optibase, Test, Variant
-from optibase_edge.config import SEGMENT_BASE_URLS, Settings, build_settings
+from optibase_edge._cookie import CookieCodec
+from optibase_edge._settings import SEGMENT_BASE_URLS, Settings
 
 ENV_NAMES = (
     "OPTIBASE_SECRET_KEYS",
@@ -37,10 +42,11 @@ def a_test(test_id: str = "hero", **kwargs: Any) -> Test:
     return Test(id=test_id, **kwargs)
 
 
-def settings_for(**kwargs: Any) -> Settings:
+def settings_for(environ: dict[str, str] | None = None, **kwargs: Any) -> Settings:
+    """Optibase(**kwargs).settings, with exactly *environ* as the OPTIBASE_* variables."""
     kwargs.setdefault("tests", [a_test()])
-    kwargs.setdefault("environ", {})
-    return build_settings(**kwargs)
+    with mock.patch.dict(os.environ, environ or {}):
+        return Optibase(**kwargs).settings
 
 
 def raises_naming(*fragments: str) -> Callable[[Callable[[], object]], str]:
@@ -207,9 +213,10 @@ def test_bad_pages(pages: Any) -> None:
     raises_naming("tests[hero].pages")(lambda: a_test(pages=pages))
 
 
-def test_unknown_setting() -> None:
-    raises_naming("cookie_nmae")(lambda: settings_for(cookie_nmae="x"))
-    raises_naming("cookie_nmae")(lambda: Optibase(tests=[a_test()], cookie_nmae="x"))
+def test_unknown_setting_is_a_type_error_in_python() -> None:
+    # (and mypy --strict reports it before anything runs)
+    with pytest.raises(TypeError, match="cookie_nmae"):
+        Optibase(tests=[a_test()], cookie_nmae="x")  # type: ignore[call-arg]
 
 
 @pytest.mark.parametrize(
@@ -326,9 +333,7 @@ def test_optibase_reads_os_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     assert ob.settings.segment_base_url == SEGMENT_BASE_URLS["eu"]
     assert not ob.settings.development
     # signs with the newest key: a codec knowing only "second" verifies its tokens
-    from optibase_edge.visitor import CookieCodec
-
-    token = ob.codec.encode("6f1c6a38-0d5e-4b8e-9a3e-2b7f0e3c1d2a", {})
+    token = CookieCodec(ob.settings.signing_keys).encode("6f1c6a38-0d5e-4b8e-9a3e-2b7f0e3c1d2a", {})
     assert CookieCodec(["second"]).decode(token) is not None
     assert CookieCodec(["first"]).decode(token) is None
 
@@ -341,15 +346,18 @@ def test_development_mode(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> N
         ob = Optibase(tests=[a_test()], events_path=tmp_path / "e.jsonl")
     assert ob.settings.development
     assert ob.settings.segment_write_key is None
-    assert len(ob.settings.secret_keys) == 1 and len(ob.settings.secret_keys[0]) >= 32
+    assert ob.settings.secret_keys == ()
+    assert len(ob.settings.signing_keys) == 1 and len(ob.settings.signing_keys[0]) >= 32
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert any("development" in r.getMessage() for r in warnings)
     # the key is ephemeral: another instance has another key, so cookies do not carry over
     other = Optibase(tests=[a_test()], events_path=tmp_path / "e.jsonl")
-    assert other.settings.secret_keys != ob.settings.secret_keys
-    token = ob.codec.encode("6f1c6a38-0d5e-4b8e-9a3e-2b7f0e3c1d2a", {"hero": "a"})
-    assert ob.codec.decode(token) is not None
-    assert other.codec.decode(token) is None
+    assert other.settings.signing_keys != ob.settings.signing_keys
+    token = CookieCodec(ob.settings.signing_keys).encode(
+        "6f1c6a38-0d5e-4b8e-9a3e-2b7f0e3c1d2a", {"hero": "a"}
+    )
+    assert CookieCodec(ob.settings.signing_keys).decode(token) is not None
+    assert CookieCodec(other.settings.signing_keys).decode(token) is None
 
 
 def test_no_development_warning_when_configured(caplog: pytest.LogCaptureFixture) -> None:
@@ -475,12 +483,12 @@ def test_from_file_overrides_win(tmp_path: Path) -> None:
     [
         ("tests = [\n", "not valid TOML"),
         ('[[tests]]\nid = "t"\nvariants = ["a"]\n', "tests[t].variants"),
-        ('[[tests]]\nid = "t"\nvariants = ["a", "b"]\ncolour = 1\n', "tests[0]"),
+        ('[[tests]]\nid = "t"\nvariants = ["a", "b"]\ncolour = 1\n', "tests[t]"),
         ('[[tests]]\nid = "t"\nvariants = ["a", {id = "b", weight = 0}]\n', "weight"),
         ('[[tests]]\nid = "t"\nvariants = ["a", {id = "b", colour = 1}]\n', "variants[1]"),
-        ('[[tests]]\nid = "t"\nvariants = "ab"\n', "tests[0].variants"),
+        ('[[tests]]\nid = "t"\nvariants = "ab"\n', "tests[t].variants"),
         ('[[conversions]]\nid = "c"\ntype = "CLICK"\n', "conversions[c].selector"),
-        ('[[conversions]]\nid = "c"\ntype = "CLICK"\nselector = "#a"\nx = 1\n', "conversions[0]"),
+        ('[[conversions]]\nid = "c"\ntype = "CLICK"\nselector = "#a"\nx = 1\n', "conversions[c]"),
         ("tests = [1]\n", "tests[0]"),
         ('segment_region = "ap"\n', "segment_region"),
         ("speed = 3\n", "speed"),
@@ -490,6 +498,46 @@ def test_from_file_bad_content(tmp_path: Path, body: str, fragment: str) -> None
     path = tmp_path / "optibase.toml"
     path.write_text(body, encoding="utf-8")
     raises_naming(fragment)(lambda: Optibase.from_file(path, events_path=tmp_path / "e.jsonl"))
+
+
+@pytest.mark.parametrize(
+    ("body", "where", "typo", "meant"),
+    [
+        (
+            '[[conversions]]\nid = "signup"\ntype = "CLICK"\nselector = "#s"\n'
+            "one_per_vistor = true\n",
+            "conversions[signup]",
+            "one_per_vistor",
+            "one_per_visitor",
+        ),
+        ('[[tests]]\nid = "hero"\nvariants = ["a", "b"]\ntrafic = 0.5\n', "tests[hero]", "trafic",
+         "traffic"),
+        ('[[tests]]\nid = "hero"\n[[tests.variants]]\nid = "a"\nwieght = 2\n',
+         "tests[hero].variants[0]", "wieght", "weight"),
+        ('cookie_nmae = "x"\n', "optibase.toml", "cookie_nmae", "cookie_name"),
+    ],
+)  # fmt: skip
+def test_a_misspelled_toml_field_names_where_and_suggests(
+    tmp_path: Path, body: str, where: str, typo: str, meant: str
+) -> None:
+    path = tmp_path / "optibase.toml"
+    path.write_text(body, encoding="utf-8")
+    message = raises_naming(where, repr(typo), f"did you mean {meant!r}")(
+        lambda: Optibase.from_file(path)
+    )
+    assert "unexpected keyword" not in message
+
+
+def test_every_setting_is_a_typed_keyword_of_optibase_with_the_same_default() -> None:
+    parameters = inspect.signature(Optibase).parameters
+    for spec in dataclasses.fields(Settings):
+        if not spec.init:
+            continue
+        parameter = parameters[spec.name]
+        assert parameter.annotation is not inspect.Parameter.empty, spec.name
+        environment = {"secret_keys", "segment_write_key", "segment_region", "events_path"}
+        if spec.name not in environment:  # None there means "from the environment"
+            assert parameter.default == spec.default, spec.name
 
 
 def test_from_file_missing(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from optibase_edge import DedupeStore, MemoryStore
-from optibase_edge.dedupe import LocalSeen
+from optibase_edge._seen import LocalSeen
 
 DAY = 86_400.0
 

@@ -22,19 +22,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from optibase_edge import ConversionType, MemoryStore
-from optibase_edge import delivery as delivery_module
-from optibase_edge.config import Settings, build_settings
-from optibase_edge.delivery import (
-    Delivery,
-    Outcome,
-    Transport,
-    backoff,
-    is_retryable,
-    parse_retry_after,
-)
-from optibase_edge.events import ConversionTriggered, Event, Identify
-from optibase_edge.segment import MAX_BATCH_BYTES, batch_body, message_id
+from optibase_edge import Batch, ConversionType, MemoryStore, Outcome, Transport
+from optibase_edge._delivery import retry
+from optibase_edge._delivery.log import RateLimitedLog
+from optibase_edge._delivery.retry import backoff, is_retryable, parse_retry_after
+from optibase_edge._delivery.sender import Delivery
+from optibase_edge._events import ConversionTriggered, Event, Identify
+from optibase_edge._segment import MAX_BATCH_BYTES, batch_body, message_id
 
 pytestmark = pytest.mark.anyio
 
@@ -54,8 +48,9 @@ class FakeTransport:
         self.cancelled = 0
         self.closed = False
 
-    async def send(self, items: list[bytes], sent_at: float) -> Outcome:
-        self.calls.append((list(items), sent_at, time.monotonic()))
+    async def send(self, batch: Batch) -> Outcome:
+        items = list(batch.messages)
+        self.calls.append((items, batch.sent_at, time.monotonic()))
         reply = self.script.popleft() if self.script else self.responder(items)
         self.in_flight += 1
         try:
@@ -78,19 +73,25 @@ class FakeTransport:
         self.closed = True
 
 
-def make_settings(tmp_path: Path | None = None, **tunables: Any) -> Settings:
-    defaults: dict[str, Any] = {
-        "flush_interval": 0.01,
-        "request_timeout": 1.0,
-        "retry_max_time": 2.0,
-        "shutdown_timeout": 1.0,
-    }
+def options(tmp_path: Path | None = None, **tunables: Any) -> dict[str, Any]:
+    """Delivery's keyword arguments: the defaults of Optibase, scaled down for tests."""
     spool = tunables.pop("spool_path", None)
     if spool is None and tmp_path is not None:
         spool = tmp_path / "spool.jsonl"
-    return build_settings(
-        tests=[], secret_keys=["s"], spool_path=spool, environ={}, **{**defaults, **tunables}
-    )
+    return {
+        "max_buffer_events": 10_000,
+        "max_buffer_bytes": 16 * 1024 * 1024,
+        "max_batch_events": 100,
+        "flush_interval": 0.01,
+        "max_in_flight": 4,
+        "claim_timeout": 1.0,
+        "dedupe_ttl": 3600.0,
+        "retry_max_time": 2.0,
+        "shutdown_timeout": 1.0,
+        "write_key": None,
+        "spool_path": spool,
+        **tunables,
+    }
 
 
 def conversion(tag: str = "", marker: str = "", one_per_visitor: bool = False) -> Event:
@@ -124,7 +125,7 @@ def new(
     transport: Transport, tmp_path: Path | None = None, store: Any = None, **tunables: Any
 ) -> Delivery:
     store = MemoryStore() if store is None else store  # (an empty MemoryStore is falsy)
-    return Delivery(make_settings(tmp_path, **tunables), store, transport)
+    return Delivery(transport, store, **options(tmp_path, **tunables))
 
 
 async def wait_for(condition: Callable[[], bool], timeout: float = 3.0) -> None:
@@ -136,8 +137,8 @@ async def wait_for(condition: Callable[[], bool], timeout: float = 3.0) -> None:
 
 @pytest.fixture(autouse=True)
 def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(delivery_module, "_BACKOFF_BASE", 0.01)
-    monkeypatch.setattr(delivery_module, "_BACKOFF_CAP", 0.05)
+    monkeypatch.setattr(retry, "BACKOFF_BASE", 0.01)
+    monkeypatch.setattr(retry, "BACKOFF_CAP", 0.05)
 
 
 # -- the retry policy -----------------------------------------------------------------
@@ -258,8 +259,8 @@ async def test_gives_up_after_retry_max_time() -> None:
 
 def test_backoff_is_bounded_by_its_cap() -> None:
     for attempt in range(0, 2000, 7):
-        assert 0 <= backoff(attempt) <= delivery_module._BACKOFF_CAP
-    assert all(backoff(0) <= delivery_module._BACKOFF_BASE for _ in range(100))
+        assert 0 <= backoff(attempt) <= retry.BACKOFF_CAP
+    assert all(backoff(0) <= retry.BACKOFF_BASE for _ in range(100))
 
 
 @given(
@@ -268,11 +269,11 @@ def test_backoff_is_bounded_by_its_cap() -> None:
 )
 def test_backoff_full_jitter_and_retry_after_cap(attempt: int, retry_after: float | None) -> None:
     delay = backoff(attempt, retry_after)
-    cap = delivery_module._BACKOFF_CAP
+    cap = retry.BACKOFF_CAP
     if retry_after is None:
         assert 0 <= delay <= cap
     else:
-        ra = min(retry_after, delivery_module._RETRY_AFTER_CAP)
+        ra = min(retry_after, retry.RETRY_AFTER_CAP)
         assert ra <= delay <= max(ra, cap)
 
 
@@ -459,7 +460,7 @@ async def test_a_hanging_store_does_not_stall_delivery() -> None:
             return True
 
     fake = FakeTransport()
-    delivery = new(fake, store=HangingStore(), request_timeout=0.2)
+    delivery = new(fake, store=HangingStore(), claim_timeout=0.2)
     delivery.submit(Identify("v1", None, time.time()))
     assert await delivery.flush(2)
     assert (delivery.stats()["sent"], delivery.stats()["store_errors"]) == (1, 1)
@@ -605,17 +606,18 @@ async def test_spool_is_taken_over_and_a_corrupt_tail_skipped(tmp_path: Path) ->
 
 async def test_a_torn_line_does_not_swallow_the_next_writer(tmp_path: Path) -> None:
     spool = tmp_path / "spool.jsonl"
-    spool.write_bytes(b'{"type":"track","messageId":"torn')  # crashed writer, no newline
     writer = new(FakeTransport(lambda items: 10.0), tmp_path)
-    writer._restored = True  # an old process that did not take the spool
+    await writer.start()  # no spool yet: nothing to take over
+    spool.write_bytes(b'{"type":"track","messageId":"torn')  # another writer crashed mid-line
     batch = events(3)
     for event in batch:
         writer.submit(event)
     await writer.aclose(timeout=0)
-    reader = new(FakeTransport(), tmp_path)
+    received = FakeTransport()
+    reader = new(received, tmp_path)
     await reader.start()
     assert await reader.flush(2)
-    assert set(ids_of(reader._transport.delivered)) == {message_id(e) for e in batch}  # type: ignore[attr-defined]
+    assert set(ids_of(received.delivered)) == {message_id(e) for e in batch}
     await reader.aclose()
 
 
@@ -701,7 +703,7 @@ def test_events_queued_before_a_fork_are_sent_by_the_child(tmp_path: Path) -> No
 
 
 def test_write_key_is_scrubbed_from_log_lines(caplog: pytest.LogCaptureFixture) -> None:
-    log = delivery_module._RateLimitedLog(secrets=delivery_module._secrets("wk-123"))
+    log = RateLimitedLog("wk-123")
     with caplog.at_level("WARNING", logger="optibase_edge"):
         log.warning("a", "failed with wk-123 and d2stMTIzOg== in it")
         log.warning("a", "suppressed wk-123")

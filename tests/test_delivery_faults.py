@@ -41,8 +41,8 @@ from optibase_edge import (
     get_visitor,
 )
 from optibase_edge import delivery as delivery_module
-from optibase_edge.events import ConversionTriggered, Event, Identify
-from optibase_edge.segment import message_id
+from optibase_edge._events import ConversionTriggered, Event, Identify
+from optibase_edge._segment import message_id
 
 from .fault_server import (
     BAD_MARKER,

@@ -25,7 +25,7 @@ from optibase_edge import (
     Variant,
     get_visitor,
 )
-from optibase_edge.visitor import CookieCodec
+from optibase_edge._cookie import CookieCodec
 from tests.browser import serve
 from tests.segment_capture import Capture
 
@@ -235,12 +235,16 @@ def test_tampered_cookie_becomes_a_new_visitor(site: tuple[Capture, httpx2.Clien
     assert identified == [original, fresh]
 
 
-def test_eu_region_posts_to_the_eu_host() -> None:
+def test_eu_region_posts_to_the_eu_host(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[httpx2.Request] = []
 
-    def handler(request: httpx2.Request) -> httpx2.Response:
+    async def handle(self: httpx2.AsyncHTTPTransport, request: httpx2.Request) -> httpx2.Response:
         seen.append(request)
         return httpx2.Response(200, json={"success": True})
+
+    # httpx2's network layer answers in memory: the URL the real client builds is
+    # what is under test here, and no test may reach a public host.
+    monkeypatch.setattr(httpx2.AsyncHTTPTransport, "handle_async_request", handle)
 
     async def run() -> None:
         ob = Optibase(
@@ -249,11 +253,6 @@ def test_eu_region_posts_to_the_eu_host() -> None:
             segment_write_key="eu-key",
             segment_region="eu",
         )
-        transport = ob.delivery._transport
-        # Route the real client's requests to an in-memory handler: the URL it builds
-        # is what is under test here, and no test may reach a public host.
-        transport._client = httpx2.AsyncClient(transport=httpx2.MockTransport(handler))  # type: ignore[attr-defined]
-        transport._loop = asyncio.get_running_loop()  # type: ignore[attr-defined]
         await ob.convert("purchase", visitor_id="v-1")
         assert await ob.flush(timeout=5)
         await ob.aclose()

@@ -18,7 +18,7 @@ from starlette.testclient import TestClient
 from starlette.types import Receive, Scope, Send
 
 from optibase_edge import Conversion, ConversionType, Optibase, OptibaseMiddleware, Test, Variant
-from optibase_edge.injection import HtmlInjector
+from optibase_edge._injection import HtmlInjector
 
 SNIPPET = b"<script src=/_optibase/script.js></script>"
 MARKER = b"/_optibase/script.js"

@@ -43,7 +43,8 @@ from optibase_edge import (
     Visitor,
     get_visitor,
 )
-from optibase_edge.visitor import CookieCodec
+from optibase_edge._cookie import CookieCodec
+from optibase_edge._pages import PageRules
 
 COOKIE = "optibase_vid"
 KEY = "test-secret-key"
@@ -525,7 +526,7 @@ def test_active_variants_leave_out_tests_that_are_not_running(
     client: TestClient, ob: Optibase
 ) -> None:
     visitor_id = "6f1c6a38-0d5e-4b8e-9a3e-2b7f0e3c1d2a"
-    token = ob.codec.encode(
+    token = CookieCodec([KEY]).encode(
         visitor_id,
         {"hero": "bold", "paused": "p1", "done": "old", "gone": "x", "side": "removed-variant"},
     )
@@ -538,7 +539,7 @@ def test_stored_variant_that_no_longer_exists_is_reassigned(
     client: TestClient, ob: Optibase
 ) -> None:
     visitor_id = "6f1c6a38-0d5e-4b8e-9a3e-2b7f0e3c1d2a"
-    token = ob.codec.encode(visitor_id, {"hero": "removed"})
+    token = CookieCodec([KEY]).encode(visitor_id, {"hero": "removed"})
     response = fetch(client, "/", token)
     body = response.json()
     assert body["hero"] in ("control", "bold")
@@ -834,10 +835,10 @@ def test_lifespan_shutdown_flushes(tmp_path: Path) -> None:
 def test_library_failure_still_serves_the_page(
     ob: Optibase, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def broken(self: Optibase, path: str) -> Any:
+    def broken(self: PageRules, path: str) -> Any:
         raise RuntimeError("for_path is broken")
 
-    monkeypatch.setattr(Optibase, "for_path", broken)
+    monkeypatch.setattr(PageRules, "for_path", broken)
     with caplog.at_level(logging.ERROR, logger="optibase_edge"), TestClient(site(ob)) as client:
         response = fetch(client, "/landing/static")
         assert response.status_code == 200 and response.text == "static page"
@@ -853,7 +854,7 @@ def test_failure_while_finishing_leaves_the_response_unchanged(
     def broken(self: Visitor) -> str | None:
         raise RuntimeError("cannot sign")
 
-    monkeypatch.setattr(Visitor, "cookie_token", broken)
+    monkeypatch.setattr(Visitor, "_cookie_token", broken)
     with TestClient(site(ob)) as client:
         response = fetch(client, "/landing/a")
         assert response.status_code == 200

@@ -21,8 +21,7 @@ import redis.exceptions
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from optibase_edge.dedupe import DedupeStore
-from optibase_edge.stores.redis import RedisStore
+from optibase_edge import DedupeStore, RedisStore
 from tests.redis_server import free_port
 
 pytestmark = pytest.mark.anyio
@@ -176,7 +175,7 @@ def test_used_from_two_event_loops_in_turn(redis_url: str) -> None:
 
 _CLAIMER = """
 import asyncio, json, sys, time
-from optibase_edge.stores.redis import RedisStore
+from optibase_edge import RedisStore
 
 url, prefix, start_at, n = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
 
@@ -307,7 +306,7 @@ def test_imports_without_redis_installed() -> None:
     script = (
         "import sys\n"
         "sys.modules['redis'] = None\n"
-        "from optibase_edge.stores.redis import RedisStore\n"
+        "from optibase_edge import RedisStore\n"
         "try:\n"
         "    RedisStore()\n"
         "except ImportError as exc:\n"

@@ -14,8 +14,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from optibase_edge import ConversionType, __version__
-from optibase_edge.events import ConversionTriggered, ExperimentViewed, Identify, RequestContext
-from optibase_edge.segment import (
+from optibase_edge._events import ConversionTriggered, ExperimentViewed, Identify, RequestContext
+from optibase_edge._segment import (
     MAX_EVENT_BYTES,
     EventTooLarge,
     batch_body,

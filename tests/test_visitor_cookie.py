@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from itsdangerous import Signer
 
-from optibase_edge.visitor import (
+from optibase_edge._cookie import (
     MAX_TOKEN_LENGTH,
     CookieCodec,
     VisitorRecord,

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from ._events import ConversionTriggered, Event, ExperimentViewed, Identify, RequestContext
 from ._version import __version__
-from .events import ConversionTriggered, Event, ExperimentViewed, Identify, RequestContext
 
 MAX_EVENT_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500_000  # "500 KB" read the strict way, for the whole body
@@ -90,7 +91,7 @@ def encode(message: dict[str, Any]) -> bytes:
     return body
 
 
-def batch_body(items: list[bytes], sent_at: float) -> bytes:
+def batch_body(items: Sequence[bytes], sent_at: float) -> bytes:
     """The ``/v1/batch`` body around already-encoded messages."""
     return b'{"batch":[' + b",".join(items) + b'],"sentAt":"' + iso_time(sent_at).encode() + b'"}'
 

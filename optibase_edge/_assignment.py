@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Any
 
-from .config import Test
+from ._config import Test
 
 _SCALE = float(1 << 64)
 

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from typing import Any
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ._optibase import Optibase, Visitor
-from .collector import Collector
-from .config import ConversionType
-from .injection import HtmlInjector, finish_script_tag, script_tag_opening
-from .visitor import read_cookie, set_cookie_header
+from ._client_script import ClientScript
+from ._config import Conversion, ConversionType
+from ._cookie import read_cookie, set_cookie_header
+from ._endpoints import Endpoints
+from ._injection import HtmlInjector, finish_script_tag, script_tag_opening
+from ._optibase import Optibase
+from ._visitor import Visitor
 
 logger = logging.getLogger("optibase_edge")
 
 SCOPE_KEY = "optibase.visitor"
+_INJECTING = "optibase.injecting"  # set in the scope by the first middleware that injects
 _TAG_CACHE_SIZE = 16_384
 
 
@@ -37,12 +39,10 @@ class OptibaseMiddleware:
     def __init__(self, app: ASGIApp, optibase: Optibase) -> None:
         self.app = app
         self.optibase = optibase
-        self._collector = Collector(optibase)
-        self._prefix = optibase.settings.prefix + "/"
-        self._cookie_name = optibase.settings.cookie_name
-        self._max_age = optibase.settings.cookie_max_age
-        self._secure = optibase.settings.cookie_secure
         settings = optibase.settings
+        self._script = ClientScript(settings)
+        self._endpoints = Endpoints(optibase, self._script, self._set_cookie)
+        self._prefix = settings.prefix + "/"
         inject = settings.inject_script
         if inject is None:
             inject = any(c.type is ConversionType.CLICK for c in settings.conversions)
@@ -63,56 +63,22 @@ class OptibaseMiddleware:
         optibase = self.optibase
         route = _route_path(scope["path"], scope)
         if route.startswith(self._prefix):
-            await self._collector(scope, receive, send, self._set_cookie, route)
+            await self._endpoints(scope, receive, send, route)
             return
-        visitor = Visitor(optibase, scope, read_cookie(scope["headers"], optibase.cookie_name))
+        visitor = Visitor(optibase, scope, read_cookie(scope["headers"], optibase._cookie_name))
         scope[SCOPE_KEY] = visitor
-        page_views: tuple[Any, ...] = ()
-        if scope["method"] == "GET":
+        page_views: tuple[Conversion, ...] = ()
+        is_get = scope["method"] == "GET"
+        if is_get:
             try:
-                plans, page_views = optibase.for_path(route)
+                plans, page_views = optibase._pages.for_path(route)
                 if plans:
-                    visitor.assign_page(plans)
+                    visitor._assign_page(plans)
             except Exception:
                 logger.exception("optibase: assigning tests failed; serving the page without")
-
-        inject = self._inject and scope["method"] == "GET"
-        injector: HtmlInjector | None = None
-        held_start: Message | None = None
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal injector, held_start
-            kind = message["type"]
-            if kind == "http.response.start":
-                try:
-                    if page_views and 200 <= message["status"] < 300:
-                        for conversion in page_views:
-                            visitor.fire(conversion)
-                    if inject:
-                        injector = self._injector_for(message, visitor, scope)
-                    if visitor.changed:
-                        message = self._set_cookie(message, visitor, scope)
-                except Exception:
-                    injector = None
-                    logger.exception("optibase: could not finish the visitor; response unchanged")
-                if injector is not None and injector.length_declared:
-                    held_start = message  # the length is known once the first chunk is seen
-                    return
-            elif kind == "http.response.body" and injector is not None:
-                more_body = message.get("more_body", False)
-                body = injector.feed(message.get("body", b""), more_body)
-                if held_start is not None:
-                    start, held_start = held_start, None
-                    headers = [h for h in start["headers"] if h[0].lower() != b"content-length"]
-                    if not more_body:
-                        headers.append((b"content-length", str(len(body)).encode()))
-                    # A streamed body's final length is unknown: the server will chunk it.
-                    await send({**start, "headers": headers})
-                message = {**message, "body": body}
-            await send(message)
-
+        responder = _Responder(self, scope, send, visitor, page_views, self._inject and is_get)
         try:
-            await self.app(scope, receive, send_wrapper)
+            await self.app(scope, receive, responder.send)
         finally:
             scope.pop(SCOPE_KEY, None)  # the visitor refers to the scope: end the cycle for GC
 
@@ -126,9 +92,9 @@ class OptibaseMiddleware:
                 length_declared = True
             elif key == b"content-encoding":
                 return None  # compressed: leave it be
-        if not html or scope.get("optibase.injecting"):
+        if not html or scope.get(_INJECTING):
             return None
-        scope["optibase.injecting"] = True  # a second middleware in the stack must not
+        scope[_INJECTING] = True  # a second middleware in the stack must not
         nonce = self.optibase.settings.csp_nonce
         if callable(nonce):
             nonce = nonce(scope)
@@ -137,32 +103,36 @@ class OptibaseMiddleware:
 
     def _tag_opening(self, visitor: Visitor, scope: Scope) -> str:
         root_path: str = scope.get("root_path", "")
-        token = visitor.unchanged_token
+        token = visitor._unchanged_token()
         if token is None:
-            return script_tag_opening(
-                self._collector.script_src(root_path), visitor.id, visitor.active_variants
-            )
+            return self._build_opening(visitor, root_path)
         # A returning visitor's tag is the same on every page: build it once per cookie
         # (and per change in which scheduled tests are running).
-        key = (token, root_path, self.optibase.schedule_epoch())
+        key = (token, root_path, self.optibase._schedule_epoch())
         opening = self._openings.get(key)
         if opening is None:
-            opening = script_tag_opening(
-                self._collector.script_src(root_path), visitor.id, visitor.active_variants
-            )
-            self._openings[key] = opening
+            opening = self._openings[key] = self._build_opening(visitor, root_path)
             if len(self._openings) > _TAG_CACHE_SIZE:
                 self._openings.popitem(last=False)
         else:
             self._openings.move_to_end(key)
         return opening
 
+    def _build_opening(self, visitor: Visitor, root_path: str) -> str:
+        src = self._script.for_root(root_path).src
+        return script_tag_opening(src, visitor.id, visitor.active_variants)
+
     def _set_cookie(self, message: Message, visitor: Visitor, scope: Scope) -> Message:
-        token = visitor.cookie_token()
+        token = visitor._cookie_token()
         if token is None:
             return message
-        secure = self._secure if self._secure is not None else scope.get("scheme") == "https"
-        header = set_cookie_header(self._cookie_name, token, max_age=self._max_age, secure=secure)
+        settings = self.optibase.settings
+        secure = settings.cookie_secure
+        if secure is None:
+            secure = scope.get("scheme") == "https"
+        header = set_cookie_header(
+            settings.cookie_name, token, max_age=settings.cookie_max_age, secure=secure
+        )
         return {**message, "headers": [*message.get("headers", ()), header]}
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -186,6 +156,90 @@ class OptibaseMiddleware:
             await send(message)
 
         await self.app(scope, receive_and_start, flush_then_send)
+
+
+class _Responder:
+    """One response's state: PAGE_VIEW conversions, the cookie, the script tag, the length.
+
+    On ``http.response.start`` the conversions fire (2xx only), the cookie is
+    added when it changed, and an injector is chosen for an uncompressed HTML
+    body. If the start declares a Content-Length that injection will change, it
+    is held back until the first body message, then released with the new
+    length (or none, for a streamed body: the server chunks it). Any other
+    message, ``http.response.pathsend`` and ``zerocopysend`` included, releases a
+    held start unchanged: nothing is injected into a file sent by path.
+    """
+
+    __slots__ = (
+        "_held_start",
+        "_inject",
+        "_injector",
+        "_middleware",
+        "_page_views",
+        "_scope",
+        "_send",
+        "_visitor",
+    )
+
+    def __init__(
+        self,
+        middleware: OptibaseMiddleware,
+        scope: Scope,
+        send: Send,
+        visitor: Visitor,
+        page_views: tuple[Conversion, ...],
+        inject: bool,
+    ) -> None:
+        self._middleware = middleware
+        self._scope = scope
+        self._send = send
+        self._visitor = visitor
+        self._page_views = page_views
+        self._inject = inject
+        self._injector: HtmlInjector | None = None
+        self._held_start: Message | None = None
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            message = self._start(message)
+            if self._injector is not None and self._injector.length_declared:
+                self._held_start = message  # the length is known once the first chunk is seen
+                return
+        elif kind == "http.response.body" and self._injector is not None:
+            await self._body(message, self._injector)
+            return
+        elif self._held_start is not None:
+            start, self._held_start = self._held_start, None
+            self._injector = None
+            await self._send(start)
+        await self._send(message)
+
+    def _start(self, message: Message) -> Message:
+        visitor = self._visitor
+        try:
+            if self._page_views and 200 <= message["status"] < 300:
+                for conversion in self._page_views:
+                    visitor._fire(conversion)
+            if self._inject:
+                self._injector = self._middleware._injector_for(message, visitor, self._scope)
+            if visitor._cookie_changed():
+                message = self._middleware._set_cookie(message, visitor, self._scope)
+        except Exception:
+            self._injector = None
+            logger.exception("optibase: could not finish the visitor; response unchanged")
+        return message
+
+    async def _body(self, message: Message, injector: HtmlInjector) -> None:
+        more_body = message.get("more_body", False)
+        body = injector.feed(message.get("body", b""), more_body)
+        if self._held_start is not None:
+            start, self._held_start = self._held_start, None
+            headers = [h for h in start["headers"] if h[0].lower() != b"content-length"]
+            if not more_body:
+                headers.append((b"content-length", str(len(body)).encode()))
+            await self._send({**start, "headers": headers})
+        await self._send({**message, "body": body})
 
 
 def _route_path(path: str, scope: Scope) -> str:

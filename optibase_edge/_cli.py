@@ -6,7 +6,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from .config import ConfigError, build_settings, load_toml
+from ._config import ConfigError
+from ._optibase import Optibase
+from ._settings import Settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -15,13 +17,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = commands.add_parser("check", help="validate an optibase.toml and summarise it")
     check.add_argument("path", nargs="?", default="optibase.toml")
     args = parser.parse_args(argv)
+    return _check(args.path)
 
+
+def _check(path: str) -> int:
     try:
-        settings = build_settings(**load_toml(args.path))
-    except (ConfigError, TypeError) as exc:
-        print(f"{args.path}: {exc}", file=sys.stderr)
+        settings = Optibase.from_file(path).settings
+    except ConfigError as exc:
+        print(f"{path}: {exc}", file=sys.stderr)
         return 2
-    print(f"{args.path}: OK")
+    print(f"{path}: OK")
+    _summarise(settings)
+    return 0
+
+
+def _summarise(settings: Settings) -> None:
     for test in settings.tests:
         weights = ", ".join(f"{v.id} ({v.weight:g})" for v in test.variants)
         pages = ", ".join(test.pages) or "assigned from views only"
@@ -36,8 +46,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  no Segment write key: events go to {settings.events_path}")
     else:
         print(f"  Segment: {settings.segment_base_url}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

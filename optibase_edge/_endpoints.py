@@ -1,4 +1,4 @@
-"""The endpoints under ``/_optibase``: the client script, variants, and the collector.
+"""The endpoints under ``/_optibase``: ``script.js``, ``variants`` and the ``collect`` beacon.
 
 Everything a client sends here is hostile until proven otherwise: the visitor
 comes only from the signed cookie, the body is size-capped JSON naming a
@@ -8,19 +8,19 @@ short 4xx. Nothing here answers 5xx.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Callable
-from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.types import Message, Receive, Scope, Send
 
-from ._optibase import Optibase, Visitor
-from .config import ConversionType
-from .visitor import read_cookie
+from ._client_script import ClientScript
+from ._config import ConversionType
+from ._cookie import read_cookie
+from ._optibase import Optibase
+from ._visitor import Visitor
 
 logger = logging.getLogger("optibase_edge")
 
@@ -37,54 +37,41 @@ class _Refused(Exception):
         self.error = error
 
 
-class Collector:
-    """Serves ``script.js``, ``variants`` and ``collect`` under the configured prefix."""
+class Endpoints:
+    """Serves ``script.js``, ``variants`` and ``collect`` under the configured prefix.
 
-    def __init__(self, optibase: Optibase) -> None:
+    *set_cookie* adds the visitor cookie to a response start when it changed
+    (``variants`` may mint a visitor).
+    """
+
+    def __init__(self, optibase: Optibase, script: ClientScript, set_cookie: SetCookie) -> None:
         self._optibase = optibase
+        self._script_for = script.for_root
+        self._set_cookie = set_cookie
         prefix = optibase.settings.prefix
         self._routes = {
             f"{prefix}/script.js": self._script,
             f"{prefix}/variants": self._variants,
             f"{prefix}/collect": self._collect,
         }
-        self._scripts: dict[str, tuple[bytes, str]] = {}
 
-    def script_for(self, root_path: str) -> tuple[bytes, str]:
-        """The client script for an app mounted at *root_path*, and its ETag."""
-        found = self._scripts.get(root_path)
-        if found is None:
-            script = client_script(self._optibase, root_path)
-            etag = '"' + hashlib.blake2b(script, digest_size=12).hexdigest() + '"'
-            if len(self._scripts) >= 16:  # root paths are few; stay bounded regardless
-                self._scripts.clear()
-            found = self._scripts[root_path] = (script, etag)
-        return found
-
-    def script_src(self, root_path: str) -> str:
-        """The URL pages load the script from: versioned, so caches never serve a stale one."""
-        etag = self.script_for(root_path)[1]
-        return f"{root_path}{self._optibase.settings.prefix}/script.js?v={etag.strip(chr(34))}"
-
-    async def __call__(
-        self, scope: Scope, receive: Receive, send: Send, set_cookie: SetCookie, route: str
-    ) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, route: str) -> None:
         """Answer a request whose *route* (path under the app's root) is under the prefix."""
         handler = self._routes.get(route)
         try:
             if handler is None:
                 raise _Refused(404, "not found")
-            await handler(scope, receive, send, set_cookie)
+            await handler(scope, receive, send)
         except _Refused as refused:
             await _json(send, refused.status, {"error": refused.error})
         except Exception:
             logger.exception("optibase: collector failed on a request")
             await _json(send, 400, {"error": "request could not be processed"})
 
-    async def _script(self, scope: Scope, receive: Receive, send: Send, _: SetCookie) -> None:
+    async def _script(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] not in ("GET", "HEAD"):
             raise _Refused(405, "method not allowed")
-        script, etag = self.script_for(scope.get("root_path", ""))
+        script, etag, _ = self._script_for(scope.get("root_path", ""))
         headers = [
             (b"content-type", b"application/javascript; charset=utf-8"),
             (b"cache-control", b"public, max-age=300"),
@@ -99,13 +86,11 @@ class Collector:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    async def _variants(
-        self, scope: Scope, receive: Receive, send: Send, set_cookie: SetCookie
-    ) -> None:
+    async def _variants(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] != "GET":
             raise _Refused(405, "method not allowed")
         visitor = Visitor(
-            self._optibase, scope, read_cookie(scope["headers"], self._optibase.cookie_name)
+            self._optibase, scope, read_cookie(scope["headers"], self._optibase._cookie_name)
         )
         payload = {
             "visitor_id": visitor.id,
@@ -121,10 +106,10 @@ class Collector:
                 (b"cache-control", b"no-store"),
             ],
         }
-        await send(set_cookie(start, visitor, scope))
+        await send(self._set_cookie(start, visitor, scope))
         await send({"type": "http.response.body", "body": json.dumps(payload).encode()})
 
-    async def _collect(self, scope: Scope, receive: Receive, send: Send, _: SetCookie) -> None:
+    async def _collect(self, scope: Scope, receive: Receive, send: Send) -> None:
         optibase = self._optibase
         if scope["method"] != "POST":
             raise _Refused(405, "method not allowed")
@@ -152,8 +137,8 @@ class Collector:
         if not isinstance(referrer, str) or len(referrer) > _MAX_URL_LENGTH:
             raise _Refused(400, "referrer must be a string")
 
-        token = read_cookie(scope["headers"], optibase.cookie_name)
-        record = optibase.codec.decode(token) if token else None
+        token = read_cookie(scope["headers"], optibase._cookie_name)
+        record = optibase._codec.decode(token) if token else None
         if record is None:
             raise _Refused(403, "no valid visitor cookie")
         conversion = optibase.settings.conversions_by_id.get(conversion_id)
@@ -164,28 +149,10 @@ class Collector:
 
         visitor = Visitor(optibase, scope, token)
         # The beacon's request is not the page's: the page and its referrer come from the body.
-        context = visitor.context._replace(url=url, referrer=referrer or None)
-        visitor.fire(conversion, origin_url=url, context=context)
+        context = visitor._request_context()._replace(url=url, referrer=referrer or None)
+        visitor._fire(conversion, origin_url=url, context=context)
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
-
-
-def client_script(optibase: Optibase, root_path: str = "") -> bytes:
-    """``static/optibase.js`` with this site's configuration filled in."""
-    settings = optibase.settings
-    config = {
-        "collectUrl": f"{root_path}{settings.prefix}/collect",
-        "variantsUrl": f"{root_path}{settings.prefix}/variants",
-        "clicks": [
-            {"id": c.id, "selector": c.selector}
-            for c in settings.conversions
-            if c.type is ConversionType.CLICK
-        ],
-    }
-    # "</" cannot close an inline script if the config is ever inlined.
-    encoded = json.dumps(config).replace("</", "<\\/")
-    source = resources.files("optibase_edge").joinpath("static/optibase.js").read_text("utf-8")
-    return source.replace("__OPTIBASE_CONFIG__", encoded, 1).encode("utf-8")
 
 
 def _refuse_cross_site(scope: Scope) -> None:

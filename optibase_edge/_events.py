@@ -1,8 +1,9 @@
 """The three things that happen to a visitor, as small immutable records.
 
-Records are made on the request path, so they only capture raw values; turning
-them into Segment JSON (parsing URLs, formatting times) happens in the
-background, in :mod:`optibase_edge.segment`. They are named tuples rather than
+Records are made on the request path, so they only capture raw values (and
+:func:`request_context` only copies what the ASGI scope holds); turning them
+into Segment JSON (parsing URLs, formatting times) happens in the background,
+in :mod:`optibase_edge._segment`. They are named tuples rather than
 frozen dataclasses: as immutable, and three times cheaper to make.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from .config import ConversionType
+from ._config import ConversionType
 
 
 class RequestContext(NamedTuple):
@@ -74,3 +75,39 @@ class ConversionTriggered(NamedTuple):
 
 
 Event = Identify | ExperimentViewed | ConversionTriggered
+
+
+def request_context(
+    scope: Mapping[str, Any], headers: Mapping[bytes, bytes] | None = None
+) -> RequestContext:
+    """Raw request facts for an event, read from an ASGI HTTP scope.
+
+    *headers* is the scope's headers as a dict, when the caller has built it already.
+    """
+    # One dict built in C beats comparing every header in Python (ASGI names are lower case).
+    get = (dict(scope.get("headers", ())) if headers is None else headers).get
+    ua, lang = _text(get(b"user-agent")), _text(get(b"accept-language"))
+    referrer, host = _text(get(b"referer")), _text(get(b"host"))
+    client = scope.get("client")
+    if host is None and scope.get("server"):
+        server_host, port = scope["server"]
+        host = f"{server_host}:{port}" if port else server_host
+    url = None
+    if host:
+        # ASGI servers (and Starlette) put root_path inside path; older ones did not.
+        path, root_path = scope.get("path", ""), scope.get("root_path", "")
+        if root_path and not path.startswith(root_path):
+            path = root_path + path
+        query = scope.get("query_string", b"").decode("latin-1")
+        url = f"{scope.get('scheme', 'http')}://{host}{path}" + (f"?{query}" if query else "")
+    return RequestContext(
+        ip=client[0] if client else None,
+        user_agent=ua,
+        accept_language=lang,
+        url=url,
+        referrer=referrer,
+    )
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("latin-1")

@@ -1,4 +1,4 @@
-"""A :class:`~optibase_edge.dedupe.DedupeStore` on Redis, shared by processes and hosts.
+"""A :class:`~optibase_edge.DedupeStore` on Redis, shared by processes and hosts.
 
 Needs the optional ``redis`` extra (``pip install "optibase-edge[redis]"``).  This
 module imports without it; only constructing a :class:`RedisStore` requires it.
@@ -27,7 +27,7 @@ _INSTALL_HINT = 'RedisStore needs the redis package: pip install "optibase-edge[
 
 
 class RedisStore:
-    """A :class:`~optibase_edge.dedupe.DedupeStore` kept in Redis.
+    """A :class:`~optibase_edge.DedupeStore` kept in Redis.
 
     Every process and host that points at the same Redis database and uses the
     same *prefix* shares one set of claims, so an event is claimed (and then

@@ -1,0 +1,202 @@
+"""The bounded queue between the request path and the sender, and its accounting.
+
+An accepted event moves through four places, in order: ``incoming`` (as the
+request path left it), ``in_hand`` (taken by the sender for claiming),
+``ready`` (encoded, waiting for a batch), ``outstanding`` (in a batch being
+sent or in backoff). It leaves them exactly once, as sent, dropped, failed or
+deduped; or it is left behind in the spool at shutdown, still pending, for the
+next process. So at every moment::
+
+    accepted == sent + dropped + failed + deduped + pending
+
+where ``pending`` counts the four places and the spooled. Every move goes
+through a method here, which is what keeps that identity true. Plain data and
+no I/O: the sender decides when, this decides how much and counts.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Callable
+from typing import Literal
+
+from .._events import Event
+from .batching import take_batch
+
+COUNTERS = (
+    "accepted",
+    "sent",
+    "dropped",
+    "failed",
+    "deduped",
+    "retried",
+    "oversized",
+    "spooled",
+    "restored",
+    "batches",
+    "store_errors",
+)
+Settled = Literal["sent", "failed"]
+
+
+class EventQueue:
+    """Bounded by event count (all four places) and by bytes (ready and outstanding)."""
+
+    def __init__(self, max_events: int, max_bytes: int) -> None:
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self.counts = dict.fromkeys(COUNTERS, 0)
+        self.incoming: deque[Event] = deque()
+        # Taken for claiming. Such an event may hold its claim already (the sender
+        # was interrupted mid-claim), so it is never claimed again: sent as it is.
+        self.in_hand: deque[Event] = deque()
+        self.ready: deque[bytes] = deque()
+        self._ready_bytes = 0
+        self._outstanding: dict[int, list[bytes]] = {}
+        self._outstanding_events = 0
+        self._outstanding_bytes = 0
+        self._left_behind = 0  # spooled at close: pending, in the next process's hands
+        self._batch_ids = itertools.count()
+
+    # -- in ---------------------------------------------------------------------------
+
+    def accept(self, event: Event, closed: bool) -> Literal["queued", "closed", "full"]:
+        """Count *event* in, and queue it unless delivery is closed or the queue is full."""
+        counts = self.counts
+        counts["accepted"] += 1
+        if closed:
+            counts["dropped"] += 1
+            return "closed"
+        if self.buffered() >= self.max_events:
+            counts["dropped"] += 1
+            return "full"
+        self.incoming.append(event)
+        return "queued"
+
+    def take(self, count: int) -> deque[Event]:
+        """Move *count* incoming events in hand, and return the in-hand deque."""
+        incoming = self.incoming
+        self.in_hand.extend(incoming.popleft() for _ in range(min(count, len(incoming))))
+        return self.in_hand
+
+    def make_ready(self, message: bytes) -> bool:
+        """Queue an encoded message for batching; False (dropped) over the byte bound."""
+        if self._ready_bytes + self._outstanding_bytes + len(message) > self.max_bytes:
+            self.counts["dropped"] += 1
+            return False
+        self.ready.append(message)
+        self._ready_bytes += len(message)
+        return True
+
+    def settle_unsent(self, outcome: Literal["dropped", "failed", "deduped"]) -> None:
+        """Count one event that left the in-hand deque without becoming a message."""
+        self.counts[outcome] += 1
+
+    def restore(self, messages: list[bytes]) -> int:
+        """Take messages back from a spool, and return how many found no room.
+
+        Those this process spooled itself are still counted as pending: taking
+        them back moves them out of the spool, not into "accepted" a second time.
+        Several processes' spools together may exceed one buffer: the rest is
+        dropped.
+        """
+        own = min(self._left_behind, len(messages))
+        self._left_behind -= own
+        counts = self.counts
+        counts["accepted"] += len(messages) - own
+        counts["restored"] += len(messages)
+        room = self.max_events - self.buffered()
+        bytes_room = self.max_bytes - self._ready_bytes - self._outstanding_bytes
+        dropped = 0
+        for message in messages:
+            if room <= 0 or len(message) > bytes_room:
+                dropped += 1
+                continue
+            room -= 1
+            bytes_room -= len(message)
+            self.ready.append(message)
+            self._ready_bytes += len(message)
+        counts["dropped"] += dropped
+        return dropped
+
+    # -- batches ----------------------------------------------------------------------
+
+    def next_batch(self, max_events: int) -> tuple[int, list[bytes]] | None:
+        """The next batch from the ready messages, now outstanding under its key."""
+        if not self.ready:
+            return None
+        batch = take_batch(self.ready, max_events)
+        self._ready_bytes -= sum(map(len, batch))
+        return self.add_outstanding(batch), batch
+
+    def add_outstanding(self, batch: list[bytes]) -> int:
+        key = next(self._batch_ids)
+        self._outstanding[key] = batch
+        self._outstanding_events += len(batch)
+        self._outstanding_bytes += sum(map(len, batch))
+        self.counts["batches"] += 1
+        return key
+
+    def settle(self, key: int, outcome: Settled | None) -> list[bytes] | None:
+        """Take batch *key* off the books, counted as *outcome* (None: it was split)."""
+        batch = self._outstanding.pop(key, None)
+        if batch is None:
+            return None
+        self._outstanding_events -= len(batch)
+        self._outstanding_bytes -= sum(map(len, batch))
+        if outcome is not None:
+            self.counts[outcome] += len(batch)
+        return batch
+
+    def take_back(self) -> None:
+        """Every outstanding batch back to the front of the ready queue, in order.
+
+        For when the loop whose tasks held them is gone.
+        """
+        for key in sorted(self._outstanding, reverse=True):
+            batch = self._outstanding.pop(key)
+            self.ready.extendleft(reversed(batch))
+            self._ready_bytes += sum(map(len, batch))
+        self._outstanding_events = self._outstanding_bytes = 0
+
+    # -- out, at shutdown -------------------------------------------------------------
+
+    def drain(self, encode: Callable[[Event], bytes | None]) -> list[bytes]:
+        """Empty all four places into a list of messages, oldest batch first.
+
+        Events not yet encoded are encoded with *encode* (which counts its own
+        failures); the result must then be :meth:`left_behind` or :meth:`lost`.
+        """
+        messages = [m for e in (*self.in_hand, *self.incoming) if (m := encode(e)) is not None]
+        self.in_hand.clear()
+        self.incoming.clear()
+        messages.extend(self.ready)
+        self.ready.clear()
+        self._ready_bytes = 0
+        for key in sorted(self._outstanding):
+            messages.extend(self._outstanding[key])
+        self._outstanding.clear()
+        self._outstanding_events = self._outstanding_bytes = 0
+        return messages
+
+    def left_behind(self, count: int) -> None:
+        """*count* drained messages are in the spool: still pending."""
+        self._left_behind += count
+        self.counts["spooled"] += count
+
+    def lost(self, count: int) -> None:
+        """*count* drained messages could not be kept anywhere."""
+        self.counts["failed"] += count
+
+    # -- reading ----------------------------------------------------------------------
+
+    def buffered(self) -> int:
+        """Events held in memory, in any of the four places."""
+        return len(self.incoming) + len(self.in_hand) + len(self.ready) + self._outstanding_events
+
+    def pending(self) -> int:
+        return self.buffered() + self._left_behind
+
+    def stats(self) -> dict[str, int]:
+        return {**self.counts, "pending": self.pending()}

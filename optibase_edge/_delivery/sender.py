@@ -1,0 +1,404 @@
+"""Fire-and-forget delivery of events to a transport, in the app's own event loop.
+
+The request path calls :meth:`Delivery.submit`, which only appends to the
+bounded :class:`~.queue.EventQueue`. One background task turns events into
+Segment messages (claiming once-only keys in the dedupe store first) and packs
+them into batches; each batch gets its own task, so a batch waiting out a
+backoff never holds up the ones behind it. At most ``max_in_flight`` sends run
+at once. The queue keeps the accounting identity; this module keeps time.
+
+One event loop at a time: when a later loop takes over (a second
+``asyncio.run``, a restarted server), what the old loop's tasks held is taken
+back and sent from the new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+
+from .._events import Event
+from .._segment import MAX_BATCH_EVENTS, EventTooLarge, encode, to_message
+from . import spool
+from .log import RateLimitedLog
+from .queue import EventQueue
+from .retry import next_step
+from .stores import DedupeStore
+from .transports import Batch, Outcome, Transport
+
+logger = logging.getLogger("optibase_edge")
+
+_CLAIM_CHUNK = 100  # keys per claim_many call: one store round trip per chunk
+_CLOSE_WAIT = 1.0  # seconds aclose() gives cancelled tasks and the store to wind down
+
+
+class Delivery:
+    """The background sender between the request path and a transport."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        store: DedupeStore,
+        *,
+        max_buffer_events: int,
+        max_buffer_bytes: int,
+        max_batch_events: int,
+        flush_interval: float,
+        max_in_flight: int,
+        claim_timeout: float,
+        dedupe_ttl: float,
+        retry_max_time: float,
+        shutdown_timeout: float,
+        spool_path: Path | None,
+        write_key: str | None,
+    ) -> None:
+        self._transport = transport
+        self._store = store
+        self._queue = EventQueue(max_buffer_events, max_buffer_bytes)
+        self._batch_limit = min(max_batch_events, MAX_BATCH_EVENTS)
+        self._flush_interval = flush_interval
+        self._max_in_flight = max_in_flight
+        self._claim_timeout = claim_timeout
+        self._dedupe_ttl = dedupe_ttl
+        self._retry_max_time = retry_max_time
+        self._shutdown_timeout = shutdown_timeout
+        self._spool_path = spool_path
+        self._batch_tasks: set[asyncio.Task[None]] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._sender_idle = False  # the sender waits for a first event: submit wakes it
+        self._hurry = 0  # flushes in progress: batches go out without waiting to fill
+        self._closed = False
+        self._restored = False
+        self._log = RateLimitedLog(write_key)
+
+    # -- the request path -------------------------------------------------------------
+
+    def submit(self, event: Event) -> None:
+        """Queue *event*; O(1), never blocks, never raises. Drops (counted) when full."""
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+            owner = self._loop
+            if owner is not None and owner.is_running():
+                # A worker thread (a sync view): counters and deques are only ever
+                # touched from the loop's own thread, so hand the event over.
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                    owner.call_soon_threadsafe(self._accept, event, owner)
+                    return
+        self._accept(event, loop)
+
+    def _accept(self, event: Event, loop: asyncio.AbstractEventLoop | None) -> None:
+        queued = self._queue.accept(event, self._closed)
+        if queued == "closed":
+            self._log.warning("closed", "optibase: event dropped: delivery is closed")
+            return
+        if queued == "full":
+            self._log.warning("full", "optibase: event buffer full, events are being dropped")
+            return
+        if loop is None:
+            return  # picked up by the next start() or flush() in a loop
+        if loop is not self._loop or self._task is None or self._task.done():
+            self._start_in(loop)
+        elif self._sender_idle or len(self._queue.incoming) >= self._batch_limit:
+            self._wakeup.set()  # otherwise the sender lets the batch fill for flush_interval
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the sender in the running loop, and take over the spool, if any.
+
+        After :meth:`aclose`, this opens delivery again: an app can go through
+        more than one lifespan in a process (a test client used twice).
+        """
+        if self._closed:
+            self._closed = False
+            self._restored = False  # what this process spooled at close comes back
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop or self._task is None or self._task.done():
+            self._start_in(loop)
+        self._restore_spool()  # here rather than in the task: a flush() right after sees it
+
+    def _start_in(self, loop: asyncio.AbstractEventLoop) -> None:
+        if loop is not self._loop:
+            if self._loop is not None:
+                # The old loop is gone (a test client, a restarted server) and its
+                # tasks with it: the batches they held go back to the queue.
+                self._queue.take_back()
+                self._batch_tasks.clear()
+            # Loop-bound primitives are only replaced with the loop: a flush waiting
+            # on the current ones must still be woken when the task is restarted.
+            self._loop = loop
+            self._wakeup = asyncio.Event()
+            self._idle = asyncio.Event()
+            self._slots = asyncio.Semaphore(self._max_in_flight)
+            self._hurry = 0
+            self._sender_idle = False
+        self._task = loop.create_task(self._run(), name="optibase-delivery")
+
+    async def flush(self, timeout: float | None = None) -> bool:
+        """Wait until nothing is pending (buffered, in flight or in backoff), or *timeout*.
+
+        Returns True when nothing is pending. What is left at the deadline stays
+        pending (and is spooled by :meth:`aclose` when a spool is configured).
+        """
+        queue = self._queue
+        if self._closed:
+            return queue.pending() == 0
+        await self.start()
+        if queue.pending() == 0:
+            return True
+        idle = self._idle
+        self._hurry += 1
+        self._wakeup.set()
+        try:
+            async with asyncio.timeout(timeout):
+                while queue.buffered():  # aclose() elsewhere may spool it all: then done
+                    idle.clear()
+                    await idle.wait()
+        except TimeoutError:
+            pass
+        finally:
+            self._hurry = max(0, self._hurry - 1)
+        return queue.pending() == 0
+
+    async def aclose(self, timeout: float | None = None) -> None:
+        """Flush within *timeout* (default ``shutdown_timeout``), spool what is left, stop."""
+        if self._closed:
+            return
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            await self.flush(self._shutdown_timeout if timeout is None else timeout)
+        finally:
+            # Even when the flush itself is cancelled: nothing taken is lost. A
+            # cancelled task settles nothing more, so what it held can be spooled
+            # right away, before it has wound down.
+            self._closed = True
+            loop = asyncio.get_running_loop()
+            tasks = [
+                t
+                for t in (self._task, *self._batch_tasks)
+                if t is not None and not t.done() and t.get_loop() is loop
+            ]
+            for task in tasks:
+                task.cancel()
+            self._spool_leftovers()
+        if tasks:
+            await asyncio.wait(tasks, timeout=_CLOSE_WAIT)
+        with contextlib.suppress(Exception):
+            await self._transport.aclose()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(_CLOSE_WAIT):
+                await self._store.aclose()
+
+    def stats(self) -> dict[str, int]:
+        """Counters; ``accepted == sent + dropped + failed + deduped + pending`` always."""
+        return self._queue.stats()
+
+    # -- the sender -------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        self._restore_spool()
+        queue = self._queue
+        interval = self._flush_interval
+        while True:
+            if not queue.incoming and not queue.in_hand and not queue.ready:
+                self._notify_if_idle()
+                self._sender_idle = True
+                self._wakeup.clear()
+                try:
+                    await self._wakeup.wait()
+                finally:
+                    self._sender_idle = False
+            if not self._hurry and len(queue.incoming) + len(queue.ready) < self._batch_limit:
+                # Give a batch time to fill; a flush or a full batch cuts this short.
+                self._wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(interval):
+                        await self._wakeup.wait()
+            try:
+                await self._prepare()
+                self._dispatch_batches()
+            except Exception as exc:  # never let one bad event stop delivery
+                self._log.warning("sender", f"optibase: preparing events failed: {exc!r}")
+                await asyncio.sleep(interval)  # and never spin on a persistent error
+
+    async def _prepare(self) -> None:
+        queue = self._queue
+        in_hand = queue.in_hand
+        while in_hand:  # left over from an interrupted claim: see EventQueue
+            self._make_ready(in_hand[0])
+            in_hand.popleft()
+        todo = len(queue.incoming)  # what is here now: a busy site can't keep us looping
+        while todo > 0:
+            take = min(todo, _CLAIM_CHUNK)
+            todo -= take
+            queue.take(take)
+            claims = iter(await self._claim([k for e in in_hand if (k := e.once_key) is not None]))
+            while in_hand:
+                event = in_hand.popleft()
+                if event.once_key is not None and not next(claims):
+                    queue.settle_unsent("deduped")
+                else:
+                    self._make_ready(event)
+
+    async def _claim(self, keys: list[str]) -> list[bool]:
+        if not keys:
+            return []
+        try:
+            # A store that hangs must not stall every batch behind it.
+            async with asyncio.timeout(self._claim_timeout):
+                claimed = await self._store.claim_many(keys, self._dedupe_ttl)
+            if len(claimed) != len(keys):
+                raise ValueError(f"claim_many answered {len(claimed)} of {len(keys)} keys")
+            return claimed
+        except Exception as exc:
+            # At-least-once beats never: Segment's own messageId dedupe backs us up.
+            self._queue.counts["store_errors"] += len(keys)
+            self._log.warning("store", f"optibase: dedupe store unavailable ({exc!r}); sending")
+            return [True] * len(keys)
+
+    def _make_ready(self, event: Event) -> None:
+        message = self._encode(event)
+        if message is not None and not self._queue.make_ready(message):
+            self._log.warning("bytes", "optibase: buffer over its byte limit; dropping")
+
+    def _encode(self, event: Event) -> bytes | None:
+        """The message for *event*; None (and counted) when it cannot be sent."""
+        try:
+            return encode(to_message(event))
+        except EventTooLarge as exc:
+            self._queue.settle_unsent("dropped")
+            self._queue.counts["oversized"] += 1
+            self._log.warning("oversized", f"optibase: event over 32 KB not sent: {exc}")
+        except Exception as exc:
+            self._queue.settle_unsent("failed")
+            self._log.warning("encode", f"optibase: could not encode an event: {exc!r}")
+        return None
+
+    def _dispatch_batches(self) -> None:
+        while (taken := self._queue.next_batch(self._batch_limit)) is not None:
+            self._start_batch(*taken, time.monotonic() + self._retry_max_time)
+
+    def _start_batch(self, key: int, messages: list[bytes], deadline: float) -> None:
+        assert self._loop is not None
+        task = self._loop.create_task(self._deliver(key, messages, deadline))
+        self._batch_tasks.add(task)
+        task.add_done_callback(self._batch_tasks.discard)
+
+    async def _deliver(self, key: int, messages: list[bytes], deadline: float) -> None:
+        # A cancelled delivery leaves its batch outstanding: aclose() spools it, a
+        # new loop takes it back. Only a settled step takes it off the books.
+        queue = self._queue
+        attempt = 0
+        try:
+            while True:
+                async with self._slots:
+                    outcome = await self._send(messages)
+                step = next_step(
+                    outcome.status,
+                    outcome.retry_after,
+                    len(messages),
+                    attempt,
+                    deadline - time.monotonic(),
+                )
+                what = outcome.error or outcome.status
+                if step.action == "sent":
+                    queue.settle(key, "sent")
+                    return
+                if step.action == "split":
+                    # Isolate the bad event by halving; the halves keep this batch's
+                    # deadline, as retry_max_time is a total.
+                    queue.settle(key, None)
+                    middle = len(messages) // 2
+                    for half in (messages[:middle], messages[middle:]):
+                        self._start_batch(queue.add_outstanding(half), half, deadline)
+                    return
+                if step.action == "failed":
+                    self._log.warning(
+                        f"status{outcome.status}",
+                        f"optibase: Segment refused a batch of {len(messages)} with {what}",
+                    )
+                    queue.settle(key, "failed")
+                    return
+                if step.action == "gave_up":
+                    self._log.warning(
+                        "gaveup",
+                        f"optibase: gave up on a batch of {len(messages)} after "
+                        f"{attempt + 1} attempts ({what})",
+                    )
+                    queue.settle(key, "failed")
+                    return
+                self._log.warning("retry", f"optibase: batch not delivered ({what}); retrying")
+                queue.counts["retried"] += 1
+                await asyncio.sleep(step.wait)
+                attempt += 1
+        finally:
+            self._notify_if_idle()
+
+    async def _send(self, messages: list[bytes]) -> Outcome:
+        try:
+            return await self._transport.send(Batch(messages, time.time()))
+        except Exception as exc:
+            # Whatever the transport raises, the batch stays accounted for and is
+            # retried like a network error, within retry_max_time.
+            return Outcome(0, error=f"unexpected {type(exc).__name__}: {exc}")
+
+    def _notify_if_idle(self) -> None:
+        if self._queue.buffered() == 0:
+            self._idle.set()
+
+    # -- the spool --------------------------------------------------------------------
+
+    def _spool_leftovers(self) -> None:
+        # No claims for events not yet claimed: the process taking over the spool
+        # sends them as they are, and Segment's messageId dedupe covers a rare repeat.
+        leftovers = self._queue.drain(self._encode)
+        self._notify_if_idle()  # wakes a flush() waiting elsewhere
+        if not leftovers:
+            return
+        path = self._spool_path
+        if path is None:
+            self._queue.lost(len(leftovers))
+            self._log.warning(
+                "lost", f"optibase: {len(leftovers)} events undelivered at shutdown (no spool_path)"
+            )
+            return
+        try:
+            spool.append(path, leftovers)
+        except OSError as exc:
+            self._queue.lost(len(leftovers))
+            logger.error("optibase: could not write the spool %s: %s", path, exc)
+            return
+        self._queue.left_behind(len(leftovers))
+        logger.info("optibase: %d undelivered events spooled to %s", len(leftovers), path)
+
+    def _restore_spool(self) -> None:
+        """Take over the spool left by an earlier process (once; a short blocking read)."""
+        path = self._spool_path
+        if self._restored or path is None:
+            return
+        self._restored = True
+        try:
+            taken = spool.take_over(path)
+        except OSError as exc:
+            logger.error("optibase: could not take over the spool %s: %s", path, exc)
+            return
+        if taken is None:
+            return
+        self._queue.restore(taken.messages)
+        logger.info(
+            "optibase: restored %d events from the spool %s (%d unreadable lines skipped)",
+            len(taken.messages),
+            path,
+            taken.skipped,
+        )
+        if self._loop is not None and self._queue.ready:
+            self._wakeup.set()

@@ -1,0 +1,223 @@
+"""Every setting :class:`~optibase_edge.Optibase` runs on: types, defaults, validation.
+
+:class:`Settings` is the one place a setting is defined. Its annotations are
+the types that are checked (the same checks for Python arguments, TOML and the
+environment), its defaults are the defaults ``Optibase`` shows in its
+signature, and a failed check raises :class:`ConfigError` naming the field.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from ._config import ConfigError, Conversion, Test, check_unique
+
+Region = Literal["us", "eu"]
+CspNonce = str | Callable[[Mapping[str, Any]], str | None]
+
+SEGMENT_BASE_URLS: Mapping[str, str] = {
+    "us": "https://api.segment.io",
+    "eu": "https://events.eu1.segmentapis.com",
+}
+
+_COOKIE_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$")
+_HTTP_BASE_URL = re.compile(r"^https?://[^/\s]+")
+_DAY = 24 * 3600
+
+
+def _positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ConfigError(f"{name} must be > 0, got {value!r}")
+
+
+def _not_negative(name: str, value: float) -> None:
+    if not value >= 0:
+        raise ConfigError(f"{name} must be >= 0, got {value!r}")
+
+
+def _bounds(check: Callable[[str, float], None]) -> dict[str, Any]:
+    return {"check": check}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Validated settings. Built by ``Optibase``; read everywhere else.
+
+    Not ``slots=True`` on purpose: the class attributes are the defaults, and
+    ``Optibase.__init__`` uses them as its own, so they are written once.
+    """
+
+    tests: tuple[Test, ...] = ()
+    conversions: tuple[Conversion, ...] = ()
+    # Newest last; empty means development mode (an ephemeral key, events to a file).
+    secret_keys: tuple[str, ...] = field(default=(), repr=False)
+    segment_write_key: str | None = field(default=None, repr=False)
+    segment_region: Region = "us"
+    segment_endpoint: str | None = None
+    events_path: Path = Path("optibase-events.jsonl")
+    spool_path: Path | None = None
+    cookie_name: str = "optibase_vid"
+    cookie_max_age: int = field(default=400 * _DAY, metadata=_bounds(_positive))
+    cookie_secure: bool | None = None
+    prefix: str = "/_optibase"
+    inject_script: bool | None = None
+    csp_nonce: CspNonce | None = None
+    dedupe_ttl: float = field(default=400.0 * _DAY, metadata=_bounds(_positive))
+    max_buffer_events: int = field(default=10_000, metadata=_bounds(_positive))
+    max_buffer_bytes: int = field(default=16 * 1024 * 1024, metadata=_bounds(_positive))
+    max_batch_events: int = field(default=100, metadata=_bounds(_positive))
+    flush_interval: float = field(default=0.5, metadata=_bounds(_positive))
+    max_in_flight: int = field(default=4, metadata=_bounds(_positive))
+    request_timeout: float = field(default=10.0, metadata=_bounds(_positive))
+    retry_max_time: float = field(default=300.0, metadata=_bounds(_positive))
+    shutdown_timeout: float = field(default=5.0, metadata=_bounds(_not_negative))
+
+    development: bool = field(init=False)
+    signing_keys: tuple[str, ...] = field(init=False, repr=False)
+    conversions_by_id: Mapping[str, Conversion] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for spec in fields(self):
+            if not spec.init:
+                continue
+            value = _conform(spec.name, getattr(self, spec.name), _HINTS[spec.name])
+            if "check" in spec.metadata:
+                spec.metadata["check"](spec.name, value)
+            object.__setattr__(self, spec.name, value)
+        check_unique([t.id for t in self.tests], "tests")
+        check_unique([c.id for c in self.conversions], "conversions")
+        keys = tuple(key.strip() for key in self.secret_keys)
+        if not all(keys):
+            raise ConfigError("secret_keys must be non-empty strings")
+        object.__setattr__(self, "secret_keys", keys)
+        if self.segment_write_key is not None and not self.segment_write_key.strip():
+            raise ConfigError("segment_write_key must be a non-empty string")
+        if self.segment_write_key and not keys:
+            raise ConfigError(
+                "secret_keys is required when segment_write_key is set "
+                "(set OPTIBASE_SECRET_KEYS or pass secret_keys=[...])"
+            )
+        if self.segment_endpoint is not None and not _HTTP_BASE_URL.match(self.segment_endpoint):
+            raise ConfigError(
+                f"segment_endpoint must be an http(s) base URL, got {self.segment_endpoint!r}"
+            )
+        if not _COOKIE_NAME.match(self.cookie_name):
+            raise ConfigError(f"cookie_name {self.cookie_name!r} is not a valid cookie name")
+        prefix = self.prefix.rstrip("/")
+        if not prefix.startswith("/") or len(prefix) < 2:
+            raise ConfigError(f"prefix must be a path like '/_optibase', got {self.prefix!r}")
+        object.__setattr__(self, "prefix", prefix)
+        object.__setattr__(self, "development", not keys)
+        object.__setattr__(self, "signing_keys", keys or (os.urandom(32).hex(),))
+        object.__setattr__(self, "conversions_by_id", {c.id: c for c in self.conversions})
+
+    @property
+    def segment_base_url(self) -> str:
+        if self.segment_endpoint:
+            return self.segment_endpoint.rstrip("/")
+        return SEGMENT_BASE_URLS[self.segment_region]
+
+
+def field_names() -> tuple[str, ...]:
+    """The settings a caller can give (what ``optibase.toml`` may hold at its top level)."""
+    return tuple(spec.name for spec in fields(Settings) if spec.init)
+
+
+def from_environment(
+    environ: Mapping[str, str],
+    *,
+    secret_keys: Iterable[str] | str | None,
+    segment_write_key: str | None,
+    segment_region: str | None,
+    events_path: str | os.PathLike[str] | None,
+) -> dict[str, Any]:
+    """The four settings that fall back to the environment when not given (None).
+
+    ``OPTIBASE_SECRET_KEYS`` (comma-separated, newest last),
+    ``OPTIBASE_SEGMENT_WRITE_KEY``, ``OPTIBASE_SEGMENT_REGION`` and
+    ``OPTIBASE_EVENTS_PATH``.
+    """
+    if secret_keys is None:
+        secret_keys = [k for k in environ.get("OPTIBASE_SECRET_KEYS", "").split(",") if k.strip()]
+    elif isinstance(secret_keys, str):
+        secret_keys = [secret_keys]
+    if segment_write_key is None:
+        segment_write_key = environ.get("OPTIBASE_SEGMENT_WRITE_KEY") or None
+    region = segment_region or environ.get("OPTIBASE_SEGMENT_REGION") or "us"
+    if isinstance(region, str):
+        region = region.strip().lower()
+    return {
+        "secret_keys": secret_keys,
+        "segment_write_key": segment_write_key,
+        "segment_region": region,
+        "events_path": events_path or environ.get("OPTIBASE_EVENTS_PATH") or Settings.events_path,
+    }
+
+
+# -- checking a value against its annotation -------------------------------------------
+
+
+_HINTS: Mapping[str, Any] = typing.get_type_hints(Settings)
+
+
+def _conform(name: str, value: object, hint: Any) -> Any:
+    """*value* as the type *hint* describes (an int for a float, a str for a Path), or raise."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for option in args:
+            if option is not type(None):
+                try:
+                    return _conform(name, value, option)
+                except ConfigError:
+                    continue
+    elif origin is Literal:
+        if value in args:
+            return value
+    elif origin is tuple:
+        if isinstance(value, Iterable) and not isinstance(value, str | bytes | Mapping):
+            return tuple(_conform(f"{name}[{i}]", item, args[0]) for i, item in enumerate(value))
+    elif origin is Callable or hint is Callable:
+        if callable(value):
+            return value
+    elif hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+    elif hint is int or hint is str or hint is bool:
+        if isinstance(value, hint) and (hint is bool or not isinstance(value, bool)):
+            return value
+    elif hint is Path:
+        if isinstance(value, str | os.PathLike) and os.fspath(value):
+            return Path(value)
+    elif isinstance(value, hint):
+        return value
+    raise ConfigError(f"{name} must be {_describe(hint)}, got {value!r}")
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is Literal:
+        return " or ".join(repr(a) for a in args)
+    if origin is tuple:
+        return f"a list of {_describe(args[0])}"
+    if origin is Callable:
+        return "a callable"
+    if hint is type(None):
+        return "None"
+    if hint is float:
+        return "a finite number"
+    if hint is Path:
+        return "a path"
+    names = {int: "an integer", str: "a string", bool: "true or false"}
+    return names.get(hint, f"a {getattr(hint, '__name__', hint)}")

@@ -1,0 +1,242 @@
+"""The :class:`Visitor` of one request: who it is, what it sees, what it converts."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ._assignment import Plan, choose
+from ._config import Conversion
+from ._cookie import new_visitor_id
+from ._events import ExperimentViewed, Identify, RequestContext, request_context
+from ._screening import Audience, audience
+
+if TYPE_CHECKING:
+    from ._optibase import Optibase
+
+
+class Visitor:
+    """The visitor of the current request: ``get_visitor(request)`` returns it.
+
+    Loaded lazily: a request that never asks for the visitor costs nothing.
+    Bots and prefetches are told apart only when something new would happen
+    (a first visit, a new assignment, a conversion): they record nothing and
+    their cookie is not written, and bots are outside every test.
+    """
+
+    __slots__ = (
+        "_assignments",
+        "_audience",
+        "_changed",
+        "_context",
+        "_headers",
+        "_id",
+        "_is_new",
+        "_optibase",
+        "_owned",
+        "_scope",
+        "_token",
+        "_user_id",
+    )
+
+    def __init__(self, optibase: Optibase, scope: Mapping[str, Any], token: str | None) -> None:
+        self._optibase = optibase
+        self._scope = scope
+        self._token = token
+        self._id: str | None = None
+        self._assignments: Mapping[str, str] = {}
+        self._owned = False  # until the first change, assignments are the cached record's
+        self._changed = False
+        self._context: RequestContext | None = None
+        self._headers: dict[bytes, bytes] | None = None
+        self._user_id: str | None = None
+        self._audience: Audience | None = None
+        self._is_new = False
+
+    @property
+    def id(self) -> str:
+        """The anonymous visitor ID (a UUID4 string)."""
+        if self._id is None:
+            self._load()
+            assert self._id is not None
+        return self._id
+
+    @property
+    def user_id(self) -> str | None:
+        """Your own user ID, once :meth:`identify` attached one in this request."""
+        return self._user_id
+
+    def variant(self, test_id: str) -> str | None:
+        """The variant this visitor sees in *test_id*, assigning it on first use.
+
+        None when the test is unknown, not running, or the visitor is outside its
+        traffic share (bots are outside every test). A stopped test with a winner
+        shows the winner to everyone.
+        """
+        plan = self._optibase._plans.get(test_id)
+        if plan is None:
+            return None
+        return self._variant(plan)
+
+    @property
+    def active_variants(self) -> dict[str, str]:
+        """Every running test this visitor is in: ``{test_id: variant_id}``."""
+        if self._id is None:
+            self._load()
+        optibase = self._optibase
+        plans = optibase._plans
+        return {
+            test_id: variant_id
+            for test_id, variant_id in self._assignments.items()
+            if (plan := plans.get(test_id)) is not None
+            and variant_id in plan.variant_ids
+            and optibase._is_running(plan.test)
+        }
+
+    async def convert(self, conversion_id: str, *, origin_url: str | None = None) -> None:
+        """Record a conversion for this visitor.
+
+        ``origin_url`` is the page it happened on; by default the URL of this
+        request (pass the form's page when this request is the form's POST).
+        Raises ``ValueError`` for an unknown conversion id.
+        """
+        self._fire(self._optibase._conversion(conversion_id), origin_url)
+
+    def identify(self, user_id: str, traits: Mapping[str, Any] | None = None) -> None:
+        """Attach your own user ID (and traits) to this visitor: one Identify per pair."""
+        if not isinstance(user_id, str) or not user_id:
+            raise ValueError("user_id must be a non-empty string")
+        self._user_id = user_id
+        if self._quiet():
+            return
+        self._optibase._emit(
+            Identify(
+                self.id,
+                user_id,
+                time.time(),
+                dict(traits) if traits else None,
+                self._request_context(),
+            )
+        )
+
+    # -- for the middleware and the endpoints -----------------------------------------
+
+    def _request_context(self) -> RequestContext:
+        if self._context is None:
+            self._context = request_context(self._scope, self._header_map())
+        return self._context
+
+    def _cookie_changed(self) -> bool:
+        """The cookie must be (re)written on this response."""
+        return self._changed and not self._quiet()
+
+    def _unchanged_token(self) -> str | None:
+        """The request's cookie, when it already says all there is about this visitor."""
+        if self._id is None or self._changed or self._audience not in (None, "visitor"):
+            return None
+        return self._token
+
+    def _assign_page(self, plans: tuple[Plan, ...]) -> None:
+        if self._id is None:
+            self._load()
+        assignments = self._assignments
+        for plan in plans:
+            # The common case, a returning visitor already in the test, costs two lookups.
+            stored = assignments.get(plan.test.id)
+            if stored is None or stored not in plan.variant_ids:
+                self._variant(plan)
+
+    def _fire(
+        self,
+        conversion: Conversion,
+        origin_url: str | None = None,
+        context: RequestContext | None = None,
+    ) -> None:
+        if self._quiet():
+            return
+        context = context or self._request_context()
+        self._optibase._emit_conversion(
+            conversion,
+            self.id,
+            self._user_id,
+            origin_url or context.url,
+            tuple(self.active_variants.items()),
+            context,
+        )
+
+    def _cookie_token(self) -> str | None:
+        """A freshly signed token when the cookie must change, else None."""
+        if not self._changed or self._id is None or self._quiet():
+            return None
+        plans = self._optibase._plans
+        kept = {t: v for t, v in self._assignments.items() if t in plans}
+        return self._optibase._codec.encode(self._id, kept)
+
+    def _load(self) -> None:
+        optibase = self._optibase
+        record = optibase._codec.decode(self._token) if self._token else None
+        if record is not None:
+            self._id = record.visitor_id
+            self._assignments = record.assignments
+            self._changed = record.stale
+            return
+        self._id = new_visitor_id()
+        self._assignments = {}
+        self._changed = True
+        self._is_new = True
+        if not self._quiet():
+            optibase._emit(
+                Identify(self._id, None, time.time(), None, self._request_context()),
+                fresh_visitor=True,
+            )
+
+    def _variant(self, plan: Plan) -> str | None:
+        test = plan.test
+        optibase = self._optibase
+        if not optibase._is_running(test):
+            return test.winner if test.status == "stopped" else None
+        visitor_id = self.id
+        stored = self._assignments.get(test.id)
+        if stored is not None and stored in plan.variant_ids:
+            return stored
+        if self._screen() == "bot":
+            return None
+        chosen = choose(plan, visitor_id)
+        if chosen is None:
+            return None
+        if not self._owned:
+            self._assignments = dict(self._assignments)
+            self._owned = True
+        self._assignments[test.id] = chosen  # type: ignore[index]
+        self._changed = True
+        if self._quiet():
+            return chosen  # a prefetch renders the variant; the real view records it
+        variant = test.variant_by_id(chosen)
+        optibase._emit(
+            ExperimentViewed(
+                visitor_id,
+                self._user_id,
+                time.time(),
+                test.id,
+                chosen,
+                test.name,
+                variant.name if variant else None,
+                self._request_context(),
+            ),
+            fresh_visitor=self._is_new,
+        )
+        return chosen
+
+    def _screen(self) -> Audience:
+        if self._audience is None:
+            self._audience = audience(self._header_map())
+        return self._audience
+
+    def _header_map(self) -> dict[bytes, bytes]:
+        if self._headers is None:
+            self._headers = dict(self._scope.get("headers", ()))
+        return self._headers
+
+    def _quiet(self) -> bool:
+        return self._screen() != "visitor"

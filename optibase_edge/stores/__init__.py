@@ -1,1 +1,0 @@
-"""Shared :class:`~optibase_edge.dedupe.DedupeStore` back ends (optional extras)."""

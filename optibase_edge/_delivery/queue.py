@@ -195,6 +195,10 @@ class EventQueue:
         """Events held in memory, in any of the four places."""
         return len(self.incoming) + len(self.in_hand) + len(self.ready) + self._outstanding_events
 
+    def held_bytes(self) -> int:
+        """Bytes of encoded messages in memory (ready and outstanding): the byte bound's measure."""
+        return self._ready_bytes + self._outstanding_bytes
+
     def pending(self) -> int:
         return self.buffered() + self._left_behind
 

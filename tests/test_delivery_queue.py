@@ -1,0 +1,195 @@
+"""The delivery queue's accounting and the batcher, as plain data (no loop, no I/O)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import deque
+from typing import Literal
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from optibase_edge._delivery.batching import take_batch
+from optibase_edge._delivery.queue import EventQueue
+from optibase_edge._events import Identify
+from optibase_edge._segment import BATCH_ENVELOPE_BYTES, MAX_BATCH_BYTES, batch_body
+
+
+def identity_holds(stats: dict[str, int]) -> bool:
+    settled = stats["sent"] + stats["dropped"] + stats["failed"] + stats["deduped"]
+    return stats["accepted"] == settled + stats["pending"] and min(stats.values()) >= 0
+
+
+def event(n: int) -> Identify:
+    return Identify(f"v{n}", None, time.time())
+
+
+def message(size: int) -> bytes:
+    return json.dumps({"type": "track", "messageId": "m", "pad": "x" * size}).encode()
+
+
+class QueueMachine(RuleBasedStateMachine):
+    """Drives an EventQueue through every move, in any order the sender could make them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queue = EventQueue(max_events=8, max_bytes=1_500)
+        self.outstanding: list[tuple[int, list[bytes]]] = []
+        self.spooled: list[bytes] = []
+        self.made = 0
+
+    @rule(closed=st.booleans())
+    def accept(self, closed: bool) -> None:
+        self.made += 1
+        self.queue.accept(event(self.made), closed)
+
+    @rule(count=st.integers(1, 5))
+    def take(self, count: int) -> None:
+        self.queue.take(count)
+
+    @precondition(lambda self: self.queue.in_hand)
+    @rule(size=st.integers(10, 400))
+    def encode(self, size: int) -> None:
+        self.queue.in_hand.popleft()
+        self.queue.make_ready(message(size))
+
+    @precondition(lambda self: self.queue.in_hand)
+    @rule(outcome=st.sampled_from(["dropped", "failed", "deduped"]))
+    def not_sent(self, outcome: Literal["dropped", "failed", "deduped"]) -> None:
+        self.queue.in_hand.popleft()
+        self.queue.settle_unsent(outcome)
+
+    @precondition(lambda self: self.queue.ready)
+    @rule(max_events=st.integers(1, 4))
+    def batch(self, max_events: int) -> None:
+        taken = self.queue.next_batch(max_events)
+        assert taken is not None
+        self.outstanding.append(taken)
+
+    @precondition(lambda self: self.outstanding)
+    @rule(outcome=st.sampled_from(["sent", "failed"]))
+    def settle(self, outcome: Literal["sent", "failed"]) -> None:
+        key, _ = self.outstanding.pop(0)
+        self.queue.settle(key, outcome)
+
+    @precondition(lambda self: any(len(batch) > 1 for _, batch in self.outstanding))
+    @rule()
+    def split(self) -> None:
+        index = next(i for i, (_, batch) in enumerate(self.outstanding) if len(batch) > 1)
+        key, batch = self.outstanding.pop(index)
+        self.queue.settle(key, None)
+        middle = len(batch) // 2
+        for half in (batch[:middle], batch[middle:]):
+            self.outstanding.append((self.queue.add_outstanding(half), half))
+
+    @rule()
+    def take_back(self) -> None:
+        self.queue.take_back()
+        self.outstanding.clear()
+
+    @rule(spool=st.booleans())
+    def drain(self, spool: bool) -> None:
+        drained = self.queue.drain(lambda e: json.dumps({"v": e.visitor_id}).encode())
+        self.outstanding.clear()
+        if spool:
+            self.queue.left_behind(len(drained))
+            self.spooled.extend(drained)
+        else:
+            self.queue.lost(len(drained))
+
+    @precondition(lambda self: self.spooled)
+    @rule(count=st.integers(1, 6))
+    def restore(self, count: int) -> None:
+        self.queue.restore(self.spooled[:count])
+        del self.spooled[:count]
+
+    @invariant()
+    def accounting_identity(self) -> None:
+        stats = self.queue.stats()
+        assert identity_holds(stats), stats
+        assert self.queue.buffered() <= self.queue.max_events
+        held = sum(map(len, self.queue.ready)) + sum(len(m) for _, b in self.outstanding for m in b)
+        assert self.queue.held_bytes() == held <= self.queue.max_bytes
+
+
+TestQueueMachine = QueueMachine.TestCase
+TestQueueMachine.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+
+
+def test_a_full_queue_drops_and_counts() -> None:
+    queue = EventQueue(max_events=2, max_bytes=10_000)
+    assert [queue.accept(event(i), closed=False) for i in range(3)] == ["queued", "queued", "full"]
+    assert queue.accept(event(9), closed=True) == "closed"
+    assert queue.stats()["dropped"] == 2 and queue.buffered() == 2
+
+
+def test_the_byte_bound_counts_ready_and_outstanding_messages() -> None:
+    queue = EventQueue(max_events=10, max_bytes=1_000)
+    for i in range(3):
+        queue.accept(event(i), closed=False)
+    queue.take(3)
+    queue.in_hand.popleft()
+    assert queue.make_ready(message(500))
+    assert queue.next_batch(10) is not None  # now outstanding, still within the bound
+    queue.in_hand.popleft()
+    assert not queue.make_ready(message(500))  # 2 x ~540 bytes > 1,000
+    queue.in_hand.popleft()
+    assert queue.make_ready(message(100))
+    assert queue.stats()["dropped"] == 1
+
+
+def test_take_back_puts_outstanding_batches_first_in_their_order() -> None:
+    queue = EventQueue(max_events=10, max_bytes=10_000)
+    queue.ready.extend([b"1", b"2", b"3", b"4", b"5"])
+    first = queue.next_batch(2)
+    second = queue.next_batch(2)
+    assert first is not None and second is not None
+    queue.take_back()
+    assert list(queue.ready) == [b"1", b"2", b"3", b"4", b"5"]
+
+
+def test_restoring_its_own_spool_does_not_count_events_twice() -> None:
+    queue = EventQueue(max_events=10, max_bytes=10_000)
+    for i in range(3):
+        queue.accept(event(i), closed=False)
+    drained = queue.drain(lambda e: b"{}")
+    queue.left_behind(len(drained))
+    assert queue.stats()["pending"] == 3
+    queue.restore([*drained, b"{}"])  # ours, and one another process left
+    stats = queue.stats()
+    assert (stats["accepted"], stats["restored"], stats["pending"]) == (4, 4, 4)
+
+
+# -- the batcher ---------------------------------------------------------------------------
+
+
+@given(
+    sizes=st.lists(st.one_of(st.integers(1, 300), st.integers(16_000, 32 * 1024)), max_size=120),
+    max_events=st.integers(1, 2500),
+)
+def test_batches_fit_one_request_and_keep_order(sizes: list[int], max_events: int) -> None:
+    ready = deque(b"x" * size for size in sizes)
+    order = list(ready)
+    packed: list[bytes] = []
+    while ready:
+        batch = take_batch(ready, max_events)
+        assert 1 <= len(batch) <= max_events
+        assert len(batch) == 1 or len(batch_body(batch, time.time())) <= MAX_BATCH_BYTES
+        packed.extend(batch)
+    assert packed == order
+
+
+def test_large_messages_are_split_at_the_request_limit() -> None:
+    ready = deque(b"x" * 30_000 for _ in range(40))  # 1.2 MB in all
+    sizes = []
+    while ready:
+        batch = take_batch(ready, 2500)
+        sizes.append(len(batch_body(batch, time.time())))
+    assert len(sizes) == 3 and max(sizes) <= MAX_BATCH_BYTES
+    assert sizes[0] > MAX_BATCH_BYTES - 30_001  # full, not cautious
+
+
+def test_the_envelope_size_is_what_a_body_adds() -> None:
+    assert len(b'{"batch":[],"sentAt":"2026-11-30T01:02:03.456Z"}') == BATCH_ENVELOPE_BYTES

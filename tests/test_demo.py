@@ -29,7 +29,8 @@ import httpx2
 import pytest
 from starlette.applications import Starlette
 
-from demo_site.app import HEADLINES, PLANS, create_demo_app
+from demo_site.app import PLANS, create_demo_app
+from demo_site.experiment import HEADLINES
 from demo_site.sink import create_sink_app
 from tests.browser import DESKTOP_USER_AGENT, serve
 

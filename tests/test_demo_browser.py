@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from demo_site.app import HEADLINES
+from demo_site.experiment import HEADLINES
 from tests.test_demo import (
     DEADLINE,
     SETTLE,

@@ -1,0 +1,72 @@
+"""The demo's A/B test and conversions: what Paperplane measures, and the copy it tests.
+
+Test ``hero`` shows one of three headlines on ``/``.  Conversions: ``signup``
+(CLICK on ``#signup``, once per visitor), ``pricing`` (PAGE_VIEW of
+``/pricing``) and ``purchase`` (PROGRAMMATIC, from the ``/buy`` view).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+from demo_site.csp import csp_nonce
+from optibase_edge import Conversion, ConversionType, Optibase, Test, Variant
+
+TEST_ID: Final = "hero"
+HEADLINES: Final[Mapping[str, str]] = {
+    "control": "Invoicing that gets out of your way",
+    "bold": "Get paid twice as fast",
+    "social": "Trusted by 12,000 freelancers",
+}
+"""The variants of test ``hero`` (their ids are the keys) and their headline."""
+SUBLINES: Final[Mapping[str, str]] = {
+    "control": "Send a polished invoice in under a minute, then get back to real work.",
+    "bold": "Smart reminders and one-click card payments cut the wait from weeks to days.",
+    "social": "Designers, developers and writers send their invoices with Paperplane.",
+}
+VARIANT_NAMES: Final[Mapping[str, str]] = {
+    "control": "Calm (control)",
+    "bold": "Bold promise",
+    "social": "Social proof",
+}
+
+
+def build_optibase(
+    *,
+    segment_endpoint: str,
+    write_key: str,
+    secret_keys: Sequence[str],
+    flush_interval: float = 0.2,
+    **settings: Any,
+) -> Optibase:
+    """The demo's experiments and conversions, reporting to *segment_endpoint*."""
+    return Optibase(
+        tests=[
+            Test(
+                id=TEST_ID,
+                name="Home page headline",
+                variants=[Variant(v, name=VARIANT_NAMES[v]) for v in HEADLINES],
+                pages=["/"],
+            )
+        ],
+        conversions=[
+            Conversion(
+                id="signup",
+                type=ConversionType.CLICK,
+                selector="#signup",
+                one_per_visitor=True,
+                name="Clicked “Start free trial”",
+            ),
+            Conversion(
+                id="pricing", type=ConversionType.PAGE_VIEW, url="/pricing", name="Saw pricing"
+            ),
+            Conversion(id="purchase", type=ConversionType.PROGRAMMATIC, name="Bought a plan"),
+        ],
+        secret_keys=list(secret_keys),
+        segment_write_key=write_key,
+        segment_endpoint=segment_endpoint,
+        csp_nonce=csp_nonce,
+        flush_interval=flush_interval,
+        **settings,
+    )

@@ -42,21 +42,13 @@ from optibase_edge import Visitor
 from optibase_edge._optibase import request_context
 from optibase_edge.events import ConversionTriggered
 
-from ._util import (
-    LOOPBACK,
-    Row,
-    SectionResult,
-    Server,
-    fmt_us,
-    free_port,
-    http_json,
-    interleave_async,
-    median,
-    paired_ratio,
-    servers,
-)
 from .apps import WRITE_KEY, bench_optibase
 from .bench_middleware import OTHER_COOKIES, make_scope, with_cookie
+from .config import Config
+from .loopback import LOOPBACK, free_port, http_json
+from .report import Row, SectionResult, fmt_us
+from .rounds import interleave_async, median, paired_ratio
+from .servers import Server, servers
 
 
 def segment_context(scope: dict[str, Any]) -> dict[str, Any]:
@@ -93,7 +85,7 @@ def sink_server() -> Server:
     )
 
 
-async def run(cfg: Any) -> SectionResult:
+async def run(cfg: Config) -> SectionResult:
     result = SectionResult("events")
     tmp = Path(tempfile.mkdtemp(prefix="optibase-bench-ev-"))
     try:
@@ -106,7 +98,7 @@ async def run(cfg: Any) -> SectionResult:
     return result
 
 
-async def _emit_cost(cfg: Any, result: SectionResult, tmp: Path) -> None:
+async def _emit_cost(cfg: Config, result: SectionResult, tmp: Path) -> None:
     n = cfg.ev_emit_calls
     ob = bench_optibase(events_path=str(tmp / "events.jsonl"))
     assert n < ob.settings.max_buffer_events
@@ -205,7 +197,7 @@ async def _emit_cost(cfg: Any, result: SectionResult, tmp: Path) -> None:
     }
 
 
-async def _end_to_end(cfg: Any, result: SectionResult) -> None:
+async def _end_to_end(cfg: Config, result: SectionResult) -> None:
     n = cfg.ev_deliver_events
     with servers(sink_server()) as (sink,):
         ob = bench_optibase(

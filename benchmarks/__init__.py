@@ -16,3 +16,8 @@ Sections (see each module's docstring for exactly what is measured):
 * ``memory``     -- dedupe LRU bytes per entry at 1M entries (bench_memory)
 * ``faults``     -- site p99 with a hanging Segment endpoint vs a healthy one (bench_faults)
 """
+
+from pathlib import Path
+
+# The checkout the suite runs from: servers start in it, and the machine facts hash its library.
+REPO = Path(__file__).resolve().parent.parent

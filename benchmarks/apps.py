@@ -23,7 +23,7 @@ from typing import Any
 
 from growthbook import Experiment, GrowthBook
 from starlette.applications import Starlette
-from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -147,8 +147,8 @@ def wrapped_site(ob: Optibase) -> Starlette:
 
 
 class NoopMiddleware(BaseHTTPMiddleware):
-    async def dispatch(self, request: Request, call_next: Any) -> Response:
-        return await call_next(request)  # type: ignore[no-any-return]
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        return await call_next(request)
 
 
 class NoopAsgiMiddleware:

@@ -22,12 +22,14 @@ from growthbook import Experiment, GrowthBook
 from optibase_edge import Test, Variant
 from optibase_edge._assignment import choose, compile_test
 
-from ._util import Row, SectionResult, fmt_us, interleave, median, paired_ratio
+from .config import Config
+from .report import Row, SectionResult, fmt_us
+from .rounds import interleave, median, paired_ratio
 
 CHUNK = 1000
 
 
-def run(cfg: Any) -> SectionResult:
+def run(cfg: Config) -> SectionResult:
     result = SectionResult("assignment")
     n = cfg.assign_calls
     ids = [str(uuid.uuid4()) for _ in range(n)]

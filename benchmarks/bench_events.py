@@ -41,21 +41,13 @@ from segment.analytics import Client as SegmentClient
 from optibase_edge import Visitor
 from optibase_edge._events import ConversionTriggered, request_context
 
-from ._util import (
-    LOOPBACK,
-    Row,
-    SectionResult,
-    Server,
-    fmt_us,
-    free_port,
-    http_json,
-    interleave_async,
-    median,
-    paired_ratio,
-    servers,
-)
 from .apps import WRITE_KEY, bench_optibase
 from .bench_middleware import OTHER_COOKIES, make_scope, with_cookie
+from .config import Config
+from .loopback import LOOPBACK, free_port, http_json
+from .report import Row, SectionResult, fmt_us
+from .rounds import interleave_async, median, paired_ratio
+from .servers import Server, servers
 
 
 def segment_context(scope: dict[str, Any]) -> dict[str, Any]:
@@ -92,7 +84,7 @@ def sink_server() -> Server:
     )
 
 
-async def run(cfg: Any) -> SectionResult:
+async def run(cfg: Config) -> SectionResult:
     result = SectionResult("events")
     tmp = Path(tempfile.mkdtemp(prefix="optibase-bench-ev-"))
     try:
@@ -105,7 +97,7 @@ async def run(cfg: Any) -> SectionResult:
     return result
 
 
-async def _emit_cost(cfg: Any, result: SectionResult, tmp: Path) -> None:
+async def _emit_cost(cfg: Config, result: SectionResult, tmp: Path) -> None:
     n = cfg.ev_emit_calls
     ob = bench_optibase(events_path=str(tmp / "events.jsonl"))
     assert n < ob.settings.max_buffer_events
@@ -204,7 +196,7 @@ async def _emit_cost(cfg: Any, result: SectionResult, tmp: Path) -> None:
     }
 
 
-async def _end_to_end(cfg: Any, result: SectionResult) -> None:
+async def _end_to_end(cfg: Config, result: SectionResult) -> None:
     n = cfg.ev_deliver_events
     with servers(sink_server()) as (sink,):
         ob = bench_optibase(

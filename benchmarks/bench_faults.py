@@ -24,19 +24,12 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from ._util import (
-    Row,
-    SectionResult,
-    Server,
-    fmt_ms,
-    free_port,
-    http_json,
-    median,
-    paired_ratio,
-    servers,
-    uvicorn_server,
-)
 from .bench_http import BROWSER_HEADERS, OTHER_COOKIES, interleaved_load, optibase_cookie
+from .config import Config
+from .loopback import free_port, http_json
+from .report import Row, SectionResult, fmt_ms
+from .rounds import median, paired_ratio
+from .servers import Server, servers, uvicorn_server
 
 NEW_EVERY = 10
 
@@ -50,7 +43,7 @@ def sink(mode: str) -> Server:
     )
 
 
-def run(cfg: Any) -> SectionResult:
+def run(cfg: Config) -> SectionResult:
     result = SectionResult("faults")
     healthy_sink, hanging_sink = sink("count"), sink("hang")
     raw: dict[str, dict[str, list[dict[str, Any]]]] = {}
@@ -71,7 +64,7 @@ def run(cfg: Any) -> SectionResult:
             cookie = optibase_cookie(healthy.url)
             returning = {**BROWSER_HEADERS, "Cookie": f"{OTHER_COOKIES}; {cookie}"}
             new = dict(BROWSER_HEADERS)
-            mixes = {
+            mixes: dict[str, dict[str, Any]] = {
                 "mixed": {"headers": returning, "alt_headers": new, "alt_every": NEW_EVERY},
                 "all_new": {"headers": new},
             }

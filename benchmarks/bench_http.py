@@ -16,20 +16,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ._util import (
-    Row,
-    SectionResult,
-    Server,
-    fmt_ms,
-    http_get,
-    http_json,
-    median,
-    paired_ratio,
-    rotate,
-    run_load,
-    servers,
-    uvicorn_server,
-)
+from .config import Config
+from .load import run_load
+from .loopback import http_get, http_json
+from .report import Row, SectionResult, fmt_ms
+from .rounds import median, paired_ratio, rotate
+from .servers import Server, servers, uvicorn_server
 
 BROWSER_HEADERS = {
     "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -53,7 +45,7 @@ def optibase_cookie(url: str) -> str:
 
 def interleaved_load(
     targets: dict[str, dict[str, Any]],
-    cfg: Any,
+    cfg: Config,
     rounds: int,
     duration: float,
     servers_by_name: dict[str, Server] | None = None,
@@ -65,16 +57,18 @@ def interleaved_load(
     sensitive than requests/s to other processes sharing the machine.
     """
     names = list(targets)
-    common = {"connections": cfg.http_connections, "threads": cfg.http_threads}
-    if getattr(cfg, "http_warmup", True):
+    connections, threads = cfg.http_connections, cfg.http_threads
+    if cfg.http_warmup:
         for name in names:  # warm-up, untimed
-            run_load(**targets[name], duration=1.0, **common)
+            run_load(**targets[name], duration=1.0, connections=connections, threads=threads)
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     for r in range(rounds):
         for name in rotate(names, r):
             server = (servers_by_name or {}).get(name)
             cpu0 = server.cpu_seconds() if server else None
-            res = run_load(**targets[name], duration=duration, **common)
+            res = run_load(
+                **targets[name], duration=duration, connections=connections, threads=threads
+            )
             row = res.as_dict()
             cpu1 = server.cpu_seconds() if server else None
             if cpu0 is not None and cpu1 is not None and res.requests:
@@ -83,7 +77,7 @@ def interleaved_load(
     return results
 
 
-def run(cfg: Any) -> SectionResult:
+def run(cfg: Config) -> SectionResult:
     result = SectionResult("http")
     tmp = Path(tempfile.mkdtemp(prefix="optibase-bench-http-"))
     env = {"BENCH_EVENTS_PATH": str(tmp / "events.jsonl")}

@@ -17,12 +17,13 @@ import gc
 import random
 import time
 import tracemalloc
-from typing import Any
 
 from optibase_edge import MemoryStore
 from optibase_edge._seen import LocalSeen
 
-from ._util import Row, SectionResult, interleave, median, paired_ratio
+from .config import Config
+from .report import Row, SectionResult
+from .rounds import interleave, median, paired_ratio
 
 TESTS = ("hero", "cta_color", "social_proof", "pricing_table", "checkout_steps")
 
@@ -38,7 +39,7 @@ def make_keys(n: int, seed: int = 1) -> list[str]:
     return keys
 
 
-def run(cfg: Any) -> SectionResult:
+def run(cfg: Config) -> SectionResult:
     result = SectionResult("memory")
     n = cfg.mem_entries
     # Built once, before tracing: only the structures' own allocations are traced.

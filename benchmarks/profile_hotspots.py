@@ -52,7 +52,9 @@ async def _setup() -> tuple[Any, Any, list[tuple[bytes, bytes]]]:
     app = wrapped_site(ob)
     await ob.start()
     _, headers = await first_response(app, make_scope(with_cookie(None)))
-    cookie = OTHER_COOKIES + b"; " + set_cookie_value(headers, ob.cookie_name)  # type: ignore[operator]
+    ob_cookie = set_cookie_value(headers, ob.cookie_name)
+    assert ob_cookie is not None, "OptibaseMiddleware did not set its cookie"
+    cookie = OTHER_COOKIES + b"; " + ob_cookie
     return ob, app, with_cookie(cookie)
 
 
@@ -304,8 +306,10 @@ def server(out: str, seconds: float, target: str = "benchmarks.apps:create_wrapp
     import shutil
     import subprocess
 
-    from ._util import http_get, run_load, servers, uvicorn_server
     from .bench_http import BROWSER_HEADERS, OTHER_COOKIES, optibase_cookie
+    from .load import run_load
+    from .loopback import http_get
+    from .servers import servers, uvicorn_server
 
     tmp = Path(tempfile.mkdtemp(prefix="optibase-prof-"))
     site = uvicorn_server("site", target, {"BENCH_EVENTS_PATH": str(tmp / "events.jsonl")})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import inspect
+import importlib
 import json
 import logging
 import math
@@ -12,70 +12,24 @@ import os
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Coroutine
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
-from ._util import Row, SectionResult, machine_info
+from .config import Config
+from .machine import machine_info
+from .report import Row, SectionResult
 
 SECTIONS = ("middleware", "http", "events", "assignment", "memory", "faults")
 
-
-@dataclass
-class Config:
-    quick: bool = False
-    rounds: int = 7
-    # 1. middleware
-    mw_requests: int = 3000
-    mw_new_requests: int = 2000
-    # 2. http
-    http_duration: float = 4.0
-    http_connections: int = 32
-    http_threads: int = 2
-    http_rounds: int = 5
-    http_warmup: bool = True
-    # 3. events
-    ev_emit_calls: int = 5000
-    ev_deliver_events: int = 10_000
-    ev_rounds: int = 5
-    # 4. assignment
-    assign_calls: int = 20_000
-    # 5. memory
-    mem_entries: int = 1_000_000
-    mem_rounds: int = 5
-    # 6. faults
-    fault_duration: float = 3.0
-    fault_rounds: int = 5
-    fault_mixes: tuple[str, ...] = ("mixed", "all_new")
-
-    @classmethod
-    def make(cls, quick: bool) -> Config:
-        if not quick:
-            return cls()
-        return cls(
-            quick=True,
-            rounds=5,
-            mw_requests=300,
-            mw_new_requests=300,
-            http_duration=1.0,
-            http_rounds=5,
-            http_warmup=False,
-            ev_emit_calls=1000,
-            ev_deliver_events=1000,
-            ev_rounds=5,
-            assign_calls=3000,
-            mem_entries=50_000,
-            mem_rounds=5,
-            fault_duration=1.0,
-            fault_rounds=5,
-            fault_mixes=("mixed",),
-        )
+# Every ``benchmarks.bench_<section>`` module has a ``run`` of this type, plain or async.
+SectionRun: TypeAlias = Callable[[Config], SectionResult | Coroutine[Any, Any, SectionResult]]
 
 
-def _module(name: str) -> Any:
-    import importlib
-
-    return importlib.import_module(f"benchmarks.bench_{name}")
+def _section_run(name: str) -> SectionRun:
+    run: SectionRun = importlib.import_module(f"benchmarks.bench_{name}").run
+    return run
 
 
 def busy_cores(interval: float = 0.5) -> float | None:
@@ -102,8 +56,9 @@ def run_section(name: str, cfg: Config) -> SectionResult:
     t0 = time.monotonic()
     external = busy_cores()
     try:
-        fn = _module(name).run
-        res = asyncio.run(fn(cfg)) if inspect.iscoroutinefunction(fn) else fn(cfg)
+        # Imported here, inside the try: a section whose peer is missing fails alone.
+        outcome = _section_run(name)(cfg)
+        res = outcome if isinstance(outcome, SectionResult) else asyncio.run(outcome)
     except Exception as exc:  # keep going: one broken section must not hide the rest
         res = SectionResult(name)
         res.error = f"{type(exc).__name__}: {exc}"

@@ -17,11 +17,15 @@ import asyncio
 import gzip
 import json
 from collections import Counter
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
 
 LOOPBACK = "127.0.0.1"
 
 
-def counting_app():  # type: ignore[no-untyped-def]
+def counting_app() -> Starlette:
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse

@@ -1,0 +1,62 @@
+"""How much each section measures: the full run's sizes, and the shrunken ``--quick`` ones."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Config:
+    """Sizes and rounds per section (fields prefixed mw_, http_, ev_, assign_, mem_, fault_).
+
+    ``rounds`` serves the middleware and assignment sections.
+    """
+
+    quick: bool = False
+    rounds: int = 7
+    # 1. middleware
+    mw_requests: int = 3000
+    mw_new_requests: int = 2000
+    # 2. http
+    http_duration: float = 4.0
+    http_connections: int = 32
+    http_threads: int = 2
+    http_rounds: int = 5
+    http_warmup: bool = True
+    # 3. events
+    ev_emit_calls: int = 5000
+    ev_deliver_events: int = 10_000
+    ev_rounds: int = 5
+    # 4. assignment
+    assign_calls: int = 20_000
+    # 5. memory
+    mem_entries: int = 1_000_000
+    mem_rounds: int = 5
+    # 6. faults
+    fault_duration: float = 3.0
+    fault_rounds: int = 5
+    fault_mixes: tuple[str, ...] = ("mixed", "all_new")
+
+    @classmethod
+    def make(cls, quick: bool) -> Config:
+        """The full run's configuration, or with *quick* the smoke run's (under a minute)."""
+        if not quick:
+            return cls()
+        return cls(
+            quick=True,
+            rounds=5,
+            mw_requests=300,
+            mw_new_requests=300,
+            http_duration=1.0,
+            http_rounds=5,
+            http_warmup=False,
+            ev_emit_calls=1000,
+            ev_deliver_events=1000,
+            ev_rounds=5,
+            assign_calls=3000,
+            mem_entries=50_000,
+            mem_rounds=5,
+            fault_duration=1.0,
+            fault_rounds=5,
+            fault_mixes=("mixed",),
+        )

@@ -6,7 +6,7 @@ Emit cost (in process, interleaved rounds of ``ev_emit_calls`` each):
   fresh ``Visitor`` for a returning visitor (cookie holding 3 assignments), so
   every call pays the lazy cookie load, the request context read from the ASGI
   scope, the sorted active variants, the record, and ``Delivery.submit``;
-* ``ours_submit`` -- (informational) ``ob.delivery.submit(event)`` of a prebuilt record;
+* ``ours_submit`` -- (informational) ``ob._delivery.submit(event)`` of a prebuilt record;
 * ``segment_track`` -- ``segment.analytics.Client(..., send=False).track(...)`` with the
   same properties and a context dict built from the same scope (as a user must).
   ``send=False`` skips only the final ``queue.put`` -- it slightly *favours*
@@ -102,10 +102,10 @@ async def _emit_cost(cfg: Config, result: SectionResult, tmp: Path) -> None:
     ob = bench_optibase(events_path=str(tmp / "events.jsonl"))
     assert n < ob.settings.max_buffer_events
     await ob.start()
-    plans, _ = ob.for_path("/")
+    plans, _ = ob._pages.for_path("/")
     vid = str(uuid.uuid4())
-    token = ob.codec.encode(vid, {p.test.id: p.variant_ids[0] for p in plans})
-    cookie = OTHER_COOKIES + b"; " + ob.cookie_name + b"=" + token.encode()
+    token = ob._codec.encode(vid, {p.test.id: p.variant_ids[0] for p in plans})
+    cookie = OTHER_COOKIES + b"; " + ob._cookie_name + b"=" + token.encode()
     scope = make_scope(with_cookie(cookie), path="/buy")
     scope["method"] = "POST"
     conversion = ob.settings.conversions_by_id["purchase"]
@@ -132,7 +132,7 @@ async def _emit_cost(cfg: Config, result: SectionResult, tmp: Path) -> None:
         return (time.perf_counter_ns() - t0) / n / 1000.0
 
     async def ours_submit() -> float:
-        submit = ob.delivery.submit
+        submit = ob._delivery.submit
         t0 = time.perf_counter_ns()
         for _ in range(n):
             submit(prebuilt)
@@ -223,7 +223,7 @@ async def _end_to_end(cfg: Config, result: SectionResult) -> None:
             sink_cpu0 = sink.cpu_seconds()
             c0, t0 = time.process_time(), time.perf_counter()
             for vid in visitor_ids:
-                ob.emit_conversion(conversion, vid, None, ctx.url, variants, ctx)
+                ob._emit_conversion(conversion, vid, None, ctx.url, variants, ctx)
             c_emit = time.process_time() - c0
             ok = await ob.flush(120)
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0

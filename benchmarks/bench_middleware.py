@@ -151,7 +151,7 @@ async def run(cfg: Config) -> SectionResult:
 
     # -- cookies, from a first response each -------------------------------------------
     status, headers = await first_response(apps["optibase"], make_scope(with_cookie(None)))
-    ob_cookie = set_cookie_value(headers, ob.cookie_name)
+    ob_cookie = set_cookie_value(headers, ob._cookie_name)
     assert status == 200 and ob_cookie, "OptibaseMiddleware did not set its cookie"
     ob_cookie_header = OTHER_COOKIES + b"; " + ob_cookie
     status, headers = await first_response(apps["growthbook"], make_scope(with_cookie(None)))
@@ -162,12 +162,12 @@ async def run(cfg: Config) -> SectionResult:
     await ob.flush(10)
     before = ob.stats()["accepted"]
     _, headers = await first_response(apps["optibase"], make_scope(with_cookie(ob_cookie_header)))
-    assert set_cookie_value(headers, ob.cookie_name) is None, "returning visitor re-signed"
+    assert set_cookie_value(headers, ob._cookie_name) is None, "returning visitor re-signed"
     assert ob.stats()["accepted"] == before, "returning visitor emitted events"
 
     # -- cold tokens: valid, signed elsewhere with the same key, never seen here ----------
-    foreign = CookieCodec(ob.settings.secret_keys)
-    page_plans, _ = ob.for_path("/")
+    foreign = CookieCodec(ob.settings.signing_keys)
+    page_plans, _ = ob._pages.for_path("/")
 
     def cold_headers() -> list[list[tuple[bytes, bytes]]]:
         lists = []
@@ -177,7 +177,7 @@ async def run(cfg: Config) -> SectionResult:
             # excludes the visitor (none does here: every test takes all traffic).
             assignments = {p.test.id: v for p in page_plans if (v := choose(p, vid)) is not None}
             token = foreign.encode(vid, assignments)
-            cookie = OTHER_COOKIES + b"; " + ob.cookie_name + b"=" + token.encode()
+            cookie = OTHER_COOKIES + b"; " + ob._cookie_name + b"=" + token.encode()
             lists.append(with_cookie(cookie))
         return lists
 

@@ -52,7 +52,7 @@ async def _setup() -> tuple[Any, Any, list[tuple[bytes, bytes]]]:
     app = wrapped_site(ob)
     await ob.start()
     _, headers = await first_response(app, make_scope(with_cookie(None)))
-    ob_cookie = set_cookie_value(headers, ob.cookie_name)
+    ob_cookie = set_cookie_value(headers, ob._cookie_name)
     assert ob_cookie is not None, "OptibaseMiddleware did not set its cookie"
     cookie = OTHER_COOKIES + b"; " + ob_cookie
     return ob, app, with_cookie(cookie)
@@ -86,9 +86,9 @@ async def scenario(name: str, seconds: float, max_batches: int, profile: bool) -
         elif name == "convert":
             from optibase_edge import Visitor
 
-            plans, _ = ob.for_path("/")
+            plans, _ = ob._pages.for_path("/")
             vid = str(uuid.uuid4())
-            token = ob.codec.encode(vid, {p.test.id: p.variant_ids[0] for p in plans})
+            token = ob._codec.encode(vid, {p.test.id: p.variant_ids[0] for p in plans})
             scope = make_scope(with_cookie(None), path="/buy")
             if prof:
                 prof.enable()
@@ -102,7 +102,7 @@ async def scenario(name: str, seconds: float, max_batches: int, profile: bool) -
         elif name == "choose":
             from optibase_edge._assignment import choose
 
-            plan = ob.plans["cta_color"]
+            plan = ob._plans["cta_color"]
             ids = [str(uuid.uuid4()) for _ in range(BATCH)]
             if prof:
                 prof.enable()
@@ -128,13 +128,13 @@ async def components() -> None:
 
     ob, app, headers = await _setup()
     scope = make_scope(headers)
-    token = read_cookie(headers, ob.cookie_name)
-    plans, _ = ob.for_path("/")
+    token = read_cookie(headers, ob._cookie_name)
+    plans, _ = ob._pages.for_path("/")
     mw = app.middleware_stack
     while mw is not None and not hasattr(mw, "_injector_for"):
         mw = getattr(mw, "app", None)
     visitor = Visitor(ob, scope, token)
-    visitor.assign_page(plans)
+    visitor._assign_page(plans)
     start = {
         "type": "http.response.start",
         "status": 200,
@@ -142,11 +142,11 @@ async def components() -> None:
     }
     body = PAGE.encode()
     parts: dict[str, Any] = {
-        "read_cookie": lambda: read_cookie(headers, ob.cookie_name),
+        "read_cookie": lambda: read_cookie(headers, ob._cookie_name),
         "Visitor()+for_path+assign_page (cached token)": lambda: Visitor(
             ob, scope, token
-        ).assign_page(ob.for_path("/")[0]),
-        "visitor.cookie_token() (unchanged)": visitor.cookie_token,
+        )._assign_page(ob._pages.for_path("/")[0]),
+        "visitor._cookie_token() (unchanged)": visitor._cookie_token,
         "visitor.active_variants": lambda: visitor.active_variants,
     }
     try:  # internals of the library: they move; skip what is not there
@@ -156,7 +156,7 @@ async def components() -> None:
             script_tag_opening,
         )
 
-        src = mw._collector.script_src("")
+        src = mw._script.for_root("").src
         variants = visitor.active_variants
         tag = finish_script_tag(script_tag_opening(src, visitor.id, variants), None)
     except Exception as exc:
@@ -218,7 +218,7 @@ async def components() -> None:
                 "n",
                 ctx,
             ),
-            "convert: ob.emit(event) (once_key + submit)": lambda: ob.emit(event),
+            "convert: ob.emit(event) (once_key + submit)": lambda: ob._emit(event),
         }
     )
 
@@ -229,11 +229,11 @@ async def components() -> None:
 
     def new_assigned() -> Any:
         v = Visitor(ob, new_scope, None)
-        v.assign_page(plans)
+        v._assign_page(plans)
         return v
 
     def new_signed() -> None:
-        new_assigned().cookie_token()
+        new_assigned()._cookie_token()
 
     parts.update(
         {

@@ -1,11 +1,12 @@
-"""Deterministic, sticky variant assignment: pure functions, no I/O.
+"""Deterministic variant assignment: pure functions, no I/O.
 
 A visitor's place in a test comes from a keyed hash of their ID: the test's
 seed is the key, so tests are independent of each other, and the same
 (seed, visitor) always lands in the same variant. The two halves of the hash
 decide, independently, whether the visitor enters the test at all (traffic)
 and which variant they see (weights), so changing the traffic share never
-reshuffles variants.
+reshuffles variants. (Stickiness across configuration changes is the visitor's:
+the cookie keeps what was shown, and a stored variant that still exists wins.)
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ class Plan:
     """A test compiled for fast assignment."""
 
     test: Test
-    key: bytes
     variant_ids: tuple[str, ...]
     thresholds: tuple[float, ...]
     # A keyed hasher made once: each assignment copies it instead of keying anew.
@@ -40,7 +40,7 @@ def compile_test(test: Test) -> Plan:
     total = sum(weights)
     thresholds = tuple(c / total for c in accumulate(weights))
     hasher = hashlib.blake2b(digest_size=16, key=key, person=b"optibase-assign")
-    return Plan(test, key, tuple(v.id for v in test.variants), thresholds, hasher)
+    return Plan(test, tuple(v.id for v in test.variants), thresholds, hasher)
 
 
 def buckets(plan: Plan, visitor_id: str) -> tuple[float, float]:
@@ -62,10 +62,3 @@ def choose(plan: Plan, visitor_id: str) -> str | None:
     index = bisect_right(plan.thresholds, variant)
     # Float rounding can leave the last threshold a hair under 1.0.
     return plan.variant_ids[min(index, len(plan.variant_ids) - 1)]
-
-
-def resolve(plan: Plan, visitor_id: str, stored: str | None) -> str | None:
-    """Sticky assignment: keep a stored variant that still exists, else choose afresh."""
-    if stored is not None and stored in plan.variant_ids:
-        return stored
-    return choose(plan, visitor_id)

@@ -9,10 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from optibase_edge import Test, Variant
-from optibase_edge._assignment import buckets, choose, compile_test, resolve
+from optibase_edge import MockTransport, Optibase, Outcome, Test, Variant, Visitor
+from optibase_edge._assignment import buckets, choose, compile_test
+from optibase_edge._cookie import CookieCodec
 
 N = 20_000
+IGNORE = MockTransport(lambda batch: Outcome(200))
 
 
 @pytest.fixture(scope="module")
@@ -118,29 +120,39 @@ def test_zero_traffic_assigns_nobody(visitors: list[str]) -> None:
     assert all(choose(plan, v) is None for v in visitors[:2000])
 
 
-def test_resolve_keeps_stored_variant_when_weights_change(visitors: list[str]) -> None:
+def returning(ob: Optibase, visitor_id: str, stored: dict[str, str]) -> Visitor:
+    """The visitor of a request whose cookie says *visitor_id* was assigned *stored*."""
+    token = CookieCodec(ob.settings.signing_keys).encode(visitor_id, stored)
+    scope = {"type": "http", "headers": [(b"user-agent", b"Mozilla/5.0")], "path": "/"}
+    return Visitor(ob, scope, token)
+
+
+def test_a_stored_variant_is_kept_when_weights_change(visitors: list[str]) -> None:
     before = compile_test(make(weights=(1, 1)))
-    after = compile_test(make(weights=(1, 99)))
+    after = Optibase(tests=[make(weights=(1, 99))], transport=IGNORE)
     moved = 0
     for v in visitors[:2000]:
         stored = choose(before, v)
-        assert resolve(after, v, stored) == stored
-        moved += choose(after, v) != stored
+        assert stored is not None
+        assert returning(after, v, {"hero": stored}).variant("hero") == stored
+        moved += choose(compile_test(make(weights=(1, 99))), v) != stored
     assert moved > 0  # the new weights really would have moved some of them
 
 
-def test_resolve_keeps_stored_variant_when_traffic_drops(visitors: list[str]) -> None:
-    plan = compile_test(make(traffic=0.1))
+def test_a_stored_variant_is_kept_when_traffic_drops(visitors: list[str]) -> None:
+    ob = Optibase(tests=[make(traffic=0.1)], transport=IGNORE)
     for v in visitors[:500]:
-        assert resolve(plan, v, "bold") == "bold"
+        assert returning(ob, v, {"hero": "bold"}).variant("hero") == "bold"
 
 
-def test_resolve_reassigns_a_variant_that_no_longer_exists(visitors: list[str]) -> None:
-    plan = compile_test(make(variants=("control", "new")))
+def test_a_variant_that_no_longer_exists_is_chosen_afresh(visitors: list[str]) -> None:
+    test = make(variants=("control", "new"))
+    ob = Optibase(tests=[test], transport=IGNORE)
+    plan = compile_test(test)
+    chosen = {returning(ob, v, {"hero": "removed"}).variant("hero") for v in visitors[:500]}
+    assert chosen == {"control", "new"}
     for v in visitors[:500]:
-        assert resolve(plan, v, "removed") == choose(plan, v)
-        assert resolve(plan, v, None) == choose(plan, v)
-    assert {resolve(plan, v, "removed") for v in visitors[:500]} == {"control", "new"}
+        assert returning(ob, v, {"hero": "removed"}).variant("hero") == choose(plan, v)
 
 
 def test_seed_changes_reshuffle(visitors: list[str]) -> None:
@@ -197,9 +209,6 @@ def test_choose_returns_a_variant_and_is_stable(
         assert first is None or first in ids
     assert choose(plan, visitor_id) == first
     assert choose(compile_test(test), visitor_id) == first
-    assert resolve(plan, visitor_id, None) == first
-    if first is not None:
-        assert resolve(plan, visitor_id, first) == first
 
 
 @settings(max_examples=50, deadline=None)

@@ -68,3 +68,14 @@ def test_check_names_the_bad_field(
 def test_check_reports_a_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", str(tmp_path / "absent.toml")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_the_example_configuration_is_valid(capsys: pytest.CaptureFixture[str]) -> None:
+    example = Path(__file__).resolve().parent.parent / "optibase.example.toml"
+    assert main(["check", str(example)]) == 0
+    out = capsys.readouterr().out
+    assert "test hero [running, traffic 100%]: control (1), bold (1); /, /landing/*" in out
+    assert "test pricing_layout [running, traffic 50%]: cards (1), table (1); /pricing" in out
+    for conversion in ("signup [CLICK, one per visitor]", "pricing [PAGE_VIEW]", "purchase"):
+        assert f"conversion {conversion}" in out
+    assert "development mode" in out  # no secrets in the file: they come from the environment

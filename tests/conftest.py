@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-pytest_plugins = ["tests.browser", "tests.redis_server"]
+pytest_plugins = ["tests.support.browser", "tests.support.redis_server"]
 
 
 @pytest.fixture

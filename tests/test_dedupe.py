@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import anyio
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from optibase_edge import DedupeStore, MemoryStore
+from optibase_edge import MemoryStore
 from optibase_edge._seen import LocalSeen
+from tests.support.stores import BOTH_SITES, FIRST_SITE, conversions_from_two_sites
 
 DAY = 86_400.0
 
@@ -16,8 +19,13 @@ DAY = 86_400.0
 # -- MemoryStore --------------------------------------------------------------------------
 
 
-def test_memory_store_is_a_dedupe_store() -> None:
-    assert isinstance(MemoryStore(), DedupeStore)
+@pytest.mark.anyio
+async def test_two_sites_sharing_a_memory_store_send_each_once_only_event_once(
+    tmp_path: Path,
+) -> None:
+    store = MemoryStore()
+    counts = await conversions_from_two_sites(store, store, tmp_path)
+    assert counts == {BOTH_SITES: 1, FIRST_SITE: 1}
 
 
 def test_memory_store_rejects_zero_size() -> None:
@@ -36,17 +44,33 @@ async def test_first_claim_wins_second_loses() -> None:
 
 
 @pytest.mark.anyio
-async def test_concurrent_claims_have_one_winner() -> None:
+async def test_concurrent_claims_have_one_winner_per_key() -> None:
+    # 50 claimers, half through claim() and half through claim_many(), wait at one start
+    # line and go together, each over the same keys in its own order: a store that awaits
+    # anything between reading a key and writing it lets two of them win one key.
     store = MemoryStore()
-    results: list[bool] = []
+    keys = [f"exposure\x1fv\x1ft{i}" for i in range(10)]
+    winners: list[str] = []
+    start = anyio.Event()
 
-    async def claim() -> None:
-        results.append(await store.claim("exposure\x1fv\x1ft", DAY))
+    async def one_by_one(order: list[str]) -> None:
+        await start.wait()
+        for key in order:
+            if await store.claim(key, DAY):
+                winners.append(key)
+
+    async def all_at_once(order: list[str]) -> None:
+        await start.wait()
+        won = await store.claim_many(order, DAY)
+        winners.extend(key for key, first in zip(order, won, strict=True) if first)
 
     async with anyio.create_task_group() as tg:
-        for _ in range(50):
-            tg.start_soon(claim)
-    assert results.count(True) == 1 and len(results) == 50
+        for i in range(50):
+            order = keys[i % 10 :] + keys[: i % 10]  # rotated: every key comes first for some
+            tg.start_soon(one_by_one if i % 2 else all_at_once, order)
+        await anyio.wait_all_tasks_blocked()  # every claimer is at the start line
+        start.set()
+    assert sorted(winners) == sorted(keys)
 
 
 @pytest.mark.anyio

@@ -22,13 +22,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from optibase_edge import Batch, ConversionType, MemoryStore, Outcome, Transport
+from optibase_edge import Batch, MemoryStore, Outcome, Transport
 from optibase_edge._delivery import retry
 from optibase_edge._delivery.log import RateLimitedLog
 from optibase_edge._delivery.retry import backoff, is_retryable, parse_retry_after
 from optibase_edge._delivery.sender import Delivery
-from optibase_edge._events import ConversionTriggered, Event, Identify
+from optibase_edge._events import Event
 from optibase_edge._segment import MAX_BATCH_BYTES, batch_body, message_id
+from tests.support.events import conversion, identify
+from tests.support.events import conversions as events
+from tests.support.polling import wait_until_async
 
 pytestmark = pytest.mark.anyio
 
@@ -94,24 +97,6 @@ def options(tmp_path: Path | None = None, **tunables: Any) -> dict[str, Any]:
     }
 
 
-def conversion(tag: str = "", marker: str = "", one_per_visitor: bool = False) -> Event:
-    return ConversionTriggered(
-        visitor_id=f"v-{tag}",
-        user_id=None,
-        timestamp=time.time(),
-        conversion_id="purchase",
-        conversion_type=ConversionType.PROGRAMMATIC,
-        origin_url=f"https://shop.example/{marker}",
-        variants=(),
-        one_per_visitor=one_per_visitor,
-        nonce=uuid.uuid4().hex,
-    )
-
-
-def events(n: int, tag: str = "e") -> list[Event]:
-    return [conversion(f"{tag}{i}") for i in range(n)]
-
-
 def ids_of(items: list[bytes]) -> list[str]:
     return [json.loads(item)["messageId"] for item in items]
 
@@ -126,13 +111,6 @@ def new(
 ) -> Delivery:
     store = MemoryStore() if store is None else store  # (an empty MemoryStore is falsy)
     return Delivery(transport, store, **options(tmp_path, **tunables))
-
-
-async def wait_for(condition: Callable[[], bool], timeout: float = 3.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.005)
 
 
 @pytest.fixture(autouse=True)
@@ -326,7 +304,7 @@ async def test_events_within_flush_interval_make_one_batch() -> None:
     for event in events(5):
         delivery.submit(event)
         await asyncio.sleep(0.01)  # each submit must not cut the batch's wait short
-    await wait_for(lambda: delivery.stats()["sent"] == 5)
+    await wait_until_async(lambda: delivery.stats()["sent"] == 5, "5 sent", timeout=3)
     assert [len(items) for items, _, _ in fake.calls] == [5]
     await delivery.aclose()
 
@@ -337,7 +315,7 @@ async def test_a_full_batch_goes_without_waiting_for_the_interval() -> None:
     await delivery.start()
     for event in events(25):
         delivery.submit(event)
-    await wait_for(lambda: delivery.stats()["sent"] >= 20, timeout=2.0)
+    await wait_until_async(lambda: delivery.stats()["sent"] >= 20, "20 sent", timeout=2)
     assert [len(items) for items, _, _ in fake.calls][:2] == [10, 10]
     await delivery.aclose(timeout=1)
 
@@ -350,8 +328,12 @@ async def test_a_batch_in_backoff_or_hanging_does_not_block_the_next() -> None:
     for calls, group in enumerate((first, second, third), start=1):
         for event in group:
             delivery.submit(event)
-        await wait_for(lambda n=calls: len(fake.calls) >= n)  # type: ignore[misc]
-    await wait_for(lambda: {message_id(e) for e in third} <= set(ids_of(fake.delivered)))
+        await wait_until_async(lambda n=calls: len(fake.calls) >= n, "a request", timeout=3)  # type: ignore[misc]
+    await wait_until_async(
+        lambda: {message_id(e) for e in third} <= set(ids_of(fake.delivered)),
+        "the third batch",
+        timeout=3,
+    )
     stats = delivery.stats()
     assert stats["pending"] == 4 and identity(stats)
     await delivery.aclose(timeout=0)
@@ -386,7 +368,7 @@ async def test_batches_respect_request_limits(tmp_path: Path) -> None:
     await delivery.start()
     # ...Identify events of ~20 KB the 500,000-byte cap, envelope included.
     for i in range(60):
-        delivery.submit(Identify(f"w{i}", None, time.time(), {"pad": "x" * 20_000}))
+        delivery.submit(identify(f"w{i}", traits={"pad": "x" * 20_000}))
     assert await delivery.flush(5)
     sizes = [len(batch_body(items, time.time())) for items, _, _ in fake.calls]
     counts = [len(items) for items, _, _ in fake.calls]
@@ -411,7 +393,7 @@ async def test_buffer_full_drops_without_blocking() -> None:
     stats = delivery.stats()
     assert (stats["accepted"], stats["dropped"], stats["pending"]) == (2000, 1950, 50)
     # Outstanding batches count against the bound too.
-    await wait_for(lambda: fake.in_flight == 1)
+    await wait_until_async(lambda: fake.in_flight == 1, "a request in flight", timeout=3)
     delivery.submit(conversion())
     assert delivery.stats()["dropped"] == 1951 and identity(delivery.stats())
     await delivery.aclose(timeout=0)
@@ -421,8 +403,8 @@ async def test_byte_bound_drops_and_counts() -> None:
     fake = FakeTransport(lambda items: 5.0)
     delivery = new(fake, max_buffer_bytes=4000)
     for i in range(10):
-        delivery.submit(Identify(f"v{i}", None, time.time(), {"pad": "y" * 900}))
-    await wait_for(lambda: delivery.stats()["dropped"] > 0)
+        delivery.submit(identify(f"v{i}", traits={"pad": "y" * 900}))
+    await wait_until_async(lambda: delivery.stats()["dropped"] > 0, "a drop", timeout=3)
     stats = delivery.stats()
     assert stats["dropped"] >= 6 and stats["pending"] <= 4 and identity(stats)
     await delivery.aclose(timeout=0)
@@ -431,7 +413,7 @@ async def test_byte_bound_drops_and_counts() -> None:
 async def test_oversized_event_is_never_sent() -> None:
     fake = FakeTransport()
     delivery = new(fake)
-    delivery.submit(Identify("big", None, time.time(), {"pad": "z" * 40_000}))
+    delivery.submit(identify("big", traits={"pad": "z" * 40_000}))
     delivery.submit(conversion())
     assert await delivery.flush(2)
     stats = delivery.stats()
@@ -443,10 +425,10 @@ async def test_oversized_event_is_never_sent() -> None:
 async def test_once_only_events_are_claimed_once() -> None:
     fake = FakeTransport()
     delivery = new(fake)
-    same = Identify("v1", None, time.time())
+    same = identify("v1")
     for _ in range(3):
         delivery.submit(same)
-    delivery.submit(Identify("v2", None, time.time()))
+    delivery.submit(identify("v2"))
     assert await delivery.flush(2)
     stats = delivery.stats()
     assert (stats["sent"], stats["deduped"]) == (2, 2)
@@ -461,7 +443,7 @@ async def test_a_hanging_store_does_not_stall_delivery() -> None:
 
     fake = FakeTransport()
     delivery = new(fake, store=HangingStore(), claim_timeout=0.2)
-    delivery.submit(Identify("v1", None, time.time()))
+    delivery.submit(identify("v1"))
     assert await delivery.flush(2)
     assert (delivery.stats()["sent"], delivery.stats()["store_errors"]) == (1, 1)
     await delivery.aclose()
@@ -474,7 +456,7 @@ async def test_submit_from_a_worker_thread_wakes_the_sender() -> None:
     await asyncio.sleep(0.05)  # the sender is idle, waiting for a first event
     event = conversion()
     await asyncio.to_thread(delivery.submit, event)
-    await wait_for(lambda: delivery.stats()["sent"] == 1, timeout=2.0)
+    await wait_until_async(lambda: delivery.stats()["sent"] == 1, "1 sent", timeout=2)
     assert ids_of(fake.delivered) == [message_id(event)]
     await delivery.aclose()
 
@@ -503,7 +485,7 @@ async def test_a_cancelled_flush_loses_nothing() -> None:
     for event in events(5):
         delivery.submit(event)
     flushing = asyncio.create_task(delivery.flush(5))
-    await wait_for(lambda: fake.in_flight == 1)
+    await wait_until_async(lambda: fake.in_flight == 1, "a request in flight", timeout=3)
     flushing.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await flushing
@@ -519,7 +501,7 @@ async def test_aclose_cancels_in_flight_and_spools(tmp_path: Path) -> None:
     batch = events(7)
     for event in batch:
         delivery.submit(event)
-    await wait_for(lambda: fake.in_flight == 1)
+    await wait_until_async(lambda: fake.in_flight == 1, "a request in flight", timeout=3)
     delivery.submit(conversion("late"))  # still in the buffer
     started = time.monotonic()
     await delivery.aclose(timeout=0.1)
@@ -541,7 +523,7 @@ async def test_aclose_cancelled_mid_flush_still_spools(tmp_path: Path) -> None:
     for event in events(4):
         delivery.submit(event)
     closing = asyncio.create_task(delivery.aclose(timeout=30))
-    await wait_for(lambda: fake.in_flight == 1)
+    await wait_until_async(lambda: fake.in_flight == 1, "a request in flight", timeout=3)
     closing.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await closing
@@ -583,7 +565,9 @@ async def test_spool_is_taken_over_and_a_corrupt_tail_skipped(tmp_path: Path) ->
         + b"\x00\xff garbage\n"
         + b'["not", "a", "message"]\n'
         + b'{"type": "track"}\n'  # no messageId
-        + b"{" + b"x" * 100_000 + b"\n"  # over-long line
+        + b"{"
+        + b"x" * 100_000
+        + b"\n"  # over-long line
         + spool_lines(message("m3"))
         + b'{"type":"track","messageId":"torn'  # a crash mid-write
     )
@@ -651,9 +635,9 @@ def test_loop_change_takes_back_what_the_old_loop_held() -> None:
     async def first_loop() -> None:
         for event in plain:
             delivery.submit(event)
-        await wait_for(lambda: fake.in_flight == 1)
-        delivery.submit(Identify("mid-claim", None, time.time()))
-        await wait_for(lambda: SlowStore.claims == 1)
+        await wait_until_async(lambda: fake.in_flight == 1, "a request in flight", timeout=3)
+        delivery.submit(identify("mid-claim"))
+        await wait_until_async(lambda: SlowStore.claims == 1, "a claim", timeout=3)
         # asyncio.run() now cancels the sender (mid-claim) and the hanging batch.
 
     asyncio.run(first_loop())
@@ -713,13 +697,14 @@ def test_write_key_is_scrubbed_from_log_lines(caplog: pytest.LogCaptureFixture) 
 
 # -- the accounting identity under arbitrary interleavings ------------------------------
 
+
 def make_event(kind: str, once: Event) -> Event:
     if kind == "once":
-        return Identify(uuid.uuid4().hex, None, time.time())
+        return identify(uuid.uuid4().hex)
     if kind == "dup":
         return once
     if kind == "big":  # ~9 KB: a few of them hit the byte bound
-        return Identify("big", None, time.time(), {"p": "q" * 9000})
+        return identify("big", traits={"p": "q" * 9000})
     return conversion(marker="BAD" if kind == "bad" else "")
 
 
@@ -783,7 +768,7 @@ def test_stats_identity_holds_at_every_step(
                 await asyncio.sleep(0.001)
 
         sampler = asyncio.create_task(sample())
-        once = Identify("same", None, time.time())
+        once = identify("same")
         for op, arg in ops:
             if op == "submit":
                 delivery.submit(make_event(arg, once))

@@ -1,5 +1,5 @@
 """End-to-end delivery under faults: the real SegmentTransport (httpx2, gzip, Basic
-auth) against ``tests.fault_server`` under uvicorn on 127.0.0.1.
+auth) against ``tests.support.capture`` under uvicorn on 127.0.0.1.
 
 Every wait is bounded; backoff is scaled down where the test runs in-process.
 """
@@ -7,6 +7,7 @@ Every wait is bounded; backoff is scaled down where the test runs in-process.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import os
@@ -14,17 +15,14 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -34,23 +32,25 @@ from starlette.routing import Route
 from optibase_edge import (
     Conversion,
     ConversionType,
+    DedupeStore,
+    MemoryStore,
     Optibase,
     OptibaseMiddleware,
+    SegmentTransport,
     Test,
     Variant,
     get_visitor,
 )
-from optibase_edge import delivery as delivery_module
-from optibase_edge._events import ConversionTriggered, Event, Identify
+from optibase_edge._delivery import retry
+from optibase_edge._delivery.sender import Delivery
+from optibase_edge._events import Event
 from optibase_edge._segment import message_id
-
-from .fault_server import (
-    BAD_MARKER,
-    ClosingServer,
-    FaultServer,
-    bound_socket,
-    dead_port,
-)
+from tests.support.capture import BAD_MARKER, SegmentCapture
+from tests.support.closing_server import ClosingServer
+from tests.support.events import conversion, conversions, identify
+from tests.support.net import bound_socket, free_port
+from tests.support.polling import wait_until_async
+from tests.support.server import serve
 
 pytestmark = pytest.mark.anyio
 
@@ -59,15 +59,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def sink() -> Iterator[FaultServer]:
-    with FaultServer(write_key=WRITE_KEY, hang_seconds=4.0) as server:
+def sink() -> Iterator[SegmentCapture]:
+    with SegmentCapture(write_key=WRITE_KEY, hang_seconds=4.0) as server:
         yield server
 
 
 @pytest.fixture(autouse=True)
 def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(delivery_module, "_BACKOFF_BASE", 0.05)
-    monkeypatch.setattr(delivery_module, "_BACKOFF_CAP", 0.3)
+    monkeypatch.setattr(retry, "BACKOFF_BASE", 0.05)
+    monkeypatch.setattr(retry, "BACKOFF_CAP", 0.3)
 
 
 def make_ob(endpoint: str, **settings: Any) -> Optibase:
@@ -87,24 +87,35 @@ def make_ob(endpoint: str, **settings: Any) -> Optibase:
     )
 
 
-def conversions(n: int, tag: str = "c", marker: str = "") -> list[Event]:
-    return [
-        ConversionTriggered(
-            visitor_id=f"v-{tag}{i}",
-            user_id=None,
-            timestamp=time.time(),
-            conversion_id="purchase",
-            conversion_type=ConversionType.PROGRAMMATIC,
-            origin_url=f"https://shop.example/{marker}",
-            variants=(("hero", "bold"),),
-            one_per_visitor=False,
-            nonce=uuid.uuid4().hex,
-        )
-        for i in range(n)
-    ]
+def make_delivery(
+    endpoint: str,
+    *,
+    request_timeout: float = 2.0,
+    dedupe_store: DedupeStore | None = None,
+    **options: Any,
+) -> Delivery:
+    """The delivery Optibase would build for *endpoint*: the real SegmentTransport."""
+    defaults: dict[str, Any] = {
+        "max_buffer_events": 10_000,
+        "max_buffer_bytes": 16 << 20,
+        "max_batch_events": 100,
+        "flush_interval": 0.05,
+        "max_in_flight": 4,
+        "claim_timeout": request_timeout,
+        "dedupe_ttl": 3600.0,
+        "retry_max_time": 5.0,
+        "shutdown_timeout": 2.0,
+        "spool_path": None,
+        "write_key": WRITE_KEY,
+    }
+    return Delivery(
+        SegmentTransport(WRITE_KEY, base_url=endpoint, timeout=request_timeout),
+        MemoryStore() if dedupe_store is None else dedupe_store,
+        **{**defaults, **options},
+    )
 
 
-def ids(events: list[Event]) -> set[str]:
+def ids(events: Sequence[Event]) -> set[str]:
     return {message_id(e) for e in events}
 
 
@@ -113,15 +124,8 @@ def identity(stats: dict[str, int]) -> bool:
     return stats["accepted"] == settled + stats["pending"]
 
 
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
-
-
 @asynccontextmanager
-async def watching(ob: Optibase) -> AsyncIterator[list[dict[str, int]]]:
+async def watching(ob: Delivery | Optibase) -> AsyncIterator[list[dict[str, int]]]:
     """Sample ob.stats() every few ms while the body runs; fail on any broken identity."""
     samples: list[dict[str, int]] = []
 
@@ -140,10 +144,10 @@ async def watching(ob: Optibase) -> AsyncIterator[list[dict[str, int]]]:
     assert len(samples) > 5 and not broken, broken[:3]
 
 
-def check_sink(sink: FaultServer) -> None:
+def check_sink(sink: SegmentCapture) -> None:
     """What every request to the sink must have been: authenticated, within limits."""
     assert sink.bad_auth == 0
-    for seen in sink.snapshot():
+    for seen in sink.requests:
         assert seen.events <= 2500 and seen.body_bytes <= 500_000
         assert seen.sent_at and seen.sent_at.endswith("Z")
 
@@ -151,17 +155,17 @@ def check_sink(sink: FaultServer) -> None:
 # -- retries --------------------------------------------------------------------------
 
 
-async def test_transient_500s_then_every_event_arrives(sink: FaultServer) -> None:
+async def test_transient_500s_then_every_event_arrives(sink: SegmentCapture) -> None:
     sink.push("500", "503", "502")
-    ob = make_ob(sink.url)
+    ob = make_delivery(sink.url)
     batch = conversions(60)
     async with watching(ob):
         for event in batch[:30]:
-            ob.delivery.submit(event)
-        await ob.convert("purchase", visitor_id="v-programmatic")
+            ob.submit(event)
+        ob.submit(conversion("v-programmatic"))
         await asyncio.sleep(0.1)
         for event in batch[30:]:
-            ob.delivery.submit(event)
+            ob.submit(event)
         assert await ob.flush(10)
     stats = ob.stats()
     assert (stats["accepted"], stats["sent"], stats["pending"]) == (61, 61, 0)
@@ -173,14 +177,14 @@ async def test_transient_500s_then_every_event_arrives(sink: FaultServer) -> Non
     await ob.aclose()
 
 
-async def test_retry_after_is_honoured(sink: FaultServer) -> None:
+async def test_retry_after_is_honoured(sink: SegmentCapture) -> None:
     sink.push("429:1")
-    ob = make_ob(sink.url)
+    ob = make_delivery(sink.url)
     batch = conversions(5)
     for event in batch:
-        ob.delivery.submit(event)
+        ob.submit(event)
     assert await ob.flush(5)
-    first, second = sink.snapshot()[:2]
+    first, second = sink.requests[:2]
     assert first.status == 429 and second.status == 200
     assert second.at - first.at >= 0.95  # Retry-After: 1
     assert first.message_ids == second.message_ids  # same messageIds, fresh sentAt
@@ -188,13 +192,13 @@ async def test_retry_after_is_honoured(sink: FaultServer) -> None:
     await ob.aclose()
 
 
-async def test_connection_closed_mid_response_is_retried(sink: FaultServer) -> None:
+async def test_connection_closed_mid_response_is_retried(sink: SegmentCapture) -> None:
     sink.push("close", "close")
-    ob = make_ob(sink.url)
+    ob = make_delivery(sink.url)
     batch = conversions(10)
     async with watching(ob):
         for event in batch:
-            ob.delivery.submit(event)
+            ob.submit(event)
         assert await ob.flush(5)
     assert ids(batch) <= sink.message_ids()
     assert ob.stats()["retried"] == 2
@@ -203,10 +207,10 @@ async def test_connection_closed_mid_response_is_retried(sink: FaultServer) -> N
 
 async def test_a_peer_that_closes_without_answering_is_retried_then_given_up() -> None:
     with ClosingServer() as peer:
-        ob = make_ob(peer.url, retry_max_time=0.6)
+        ob = make_delivery(peer.url, retry_max_time=0.6)
         async with watching(ob):
             for event in conversions(4):
-                ob.delivery.submit(event)
+                ob.submit(event)
             assert await ob.flush(5)
         stats = ob.stats()
         assert (stats["failed"], stats["sent"], stats["pending"]) == (4, 0, 0)
@@ -214,18 +218,18 @@ async def test_a_peer_that_closes_without_answering_is_retried_then_given_up() -
         await ob.aclose()
 
 
-async def test_a_bad_event_is_isolated_and_the_rest_delivered(sink: FaultServer) -> None:
-    ob = make_ob(sink.url)
+async def test_a_bad_event_is_isolated_and_the_rest_delivered(sink: SegmentCapture) -> None:
+    ob = make_delivery(sink.url)
     good = conversions(40, "g")
     bad = conversions(1, "b", marker=BAD_MARKER)
     async with watching(ob):
         for event in good[:17] + bad + good[17:]:
-            ob.delivery.submit(event)
+            ob.submit(event)
         assert await ob.flush(5)
     stats = ob.stats()
     assert (stats["sent"], stats["failed"], stats["pending"]) == (40, 1, 0)
     assert sink.message_ids() == ids(good)
-    assert len(sink.snapshot()) <= 2 * 6 + 1  # halving, not one request per event
+    assert len(sink.requests) <= 2 * 6 + 1  # halving, not one request per event
     check_sink(sink)
     await ob.aclose()
 
@@ -233,17 +237,19 @@ async def test_a_bad_event_is_isolated_and_the_rest_delivered(sink: FaultServer)
 # -- no head-of-line blocking -----------------------------------------------------------
 
 
-async def test_a_hanging_request_does_not_block_new_batches(sink: FaultServer) -> None:
+async def test_a_hanging_request_does_not_block_new_batches(sink: SegmentCapture) -> None:
     sink.push("hang")
-    ob = make_ob(sink.url, request_timeout=1.0, max_in_flight=2)
+    ob = make_delivery(sink.url, request_timeout=1.0, max_in_flight=2)
     first, second = conversions(5, "a"), conversions(5, "b")
     async with watching(ob):
         for event in first:
-            ob.delivery.submit(event)
-        await until(lambda: sink.hanging == 1)
+            ob.submit(event)
+        await wait_until_async(lambda: sink.hanging == 1, "a hanging request", timeout=5)
         for event in second:
-            ob.delivery.submit(event)
-        await until(lambda: ids(second) <= sink.message_ids(), timeout=3)
+            ob.submit(event)
+        await wait_until_async(
+            lambda: ids(second) <= sink.message_ids(), "the second batch", timeout=3
+        )
         assert sink.hanging == 1  # delivered while the first request still hangs
         assert await ob.flush(5)  # the first is retried after the client timeout
     assert ids(first) | ids(second) <= sink.message_ids()
@@ -251,56 +257,35 @@ async def test_a_hanging_request_does_not_block_new_batches(sink: FaultServer) -
     await ob.aclose()
 
 
-class SiteServer:
-    """A Starlette site with OptibaseMiddleware, under uvicorn in a thread."""
+def site(ob: Optibase) -> Starlette:
+    """A Starlette site with OptibaseMiddleware (its lifespan starts and stops *ob*)."""
 
-    def __init__(self, ob: Optibase) -> None:
-        async def page(request: Request) -> PlainTextResponse:
-            visitor = get_visitor(request)
-            return PlainTextResponse(f"{visitor.id} {visitor.variant('hero')}")
+    async def page(request: Request) -> PlainTextResponse:
+        visitor = get_visitor(request)
+        return PlainTextResponse(f"{visitor.id} {visitor.variant('hero')}")
 
-        app = Starlette(
-            routes=[Route("/", page)], middleware=[Middleware(OptibaseMiddleware, optibase=ob)]
-        )
-        self._sock = bound_socket()
-        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
-        config = uvicorn.Config(app, log_config=None, log_level="warning", lifespan="on")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
-        )
-
-    def __enter__(self) -> SiteServer:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            assert time.monotonic() < deadline and self._thread.is_alive()
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.should_exit = True
-        self._thread.join(15)
-        self._sock.close()
+    return Starlette(
+        routes=[Route("/", page)], middleware=[Middleware(OptibaseMiddleware, optibase=ob)]
+    )
 
 
-async def test_the_site_keeps_answering_while_the_sink_hangs(sink: FaultServer) -> None:
+async def test_the_site_keeps_answering_while_the_sink_hangs(sink: SegmentCapture) -> None:
     sink.push(*["hang"] * 50)
     ob = make_ob(sink.url, request_timeout=2.0, shutdown_timeout=0.3)
     latencies: list[float] = []
-    with SiteServer(ob) as site:
+    with serve(site(ob), lifespan="on") as url:
         async with httpx2.AsyncClient(timeout=10) as client:
             for _ in range(30):
                 started = time.monotonic()
-                response = await client.get(site.url + "/")
+                response = await client.get(url + "/")
                 latencies.append(time.monotonic() - started)
                 assert response.status_code == 200
                 client.cookies.clear()  # a new visitor each time: 2 events per page
                 await asyncio.sleep(0.01)
-            await until(lambda: sink.hanging >= 1)
+            await wait_until_async(lambda: sink.hanging >= 1, "a hanging request", timeout=5)
             for _ in range(10):  # and still, while requests to the sink hang
                 started = time.monotonic()
-                assert (await client.get(site.url + "/")).status_code == 200
+                assert (await client.get(url + "/")).status_code == 200
                 latencies.append(time.monotonic() - started)
                 client.cookies.clear()
     # Loose: a page never waits for the sink (which would take seconds here).
@@ -313,11 +298,11 @@ async def test_the_site_keeps_answering_while_the_sink_hangs(sink: FaultServer) 
 
 
 async def test_buffer_full_drops_and_submit_stays_fast() -> None:
-    ob = make_ob(f"http://127.0.0.1:{dead_port()}", max_buffer_events=200)
+    ob = make_delivery(f"http://127.0.0.1:{free_port()}", max_buffer_events=200)
     batch = conversions(5000)
     started = time.perf_counter()
     for event in batch:
-        ob.delivery.submit(event)
+        ob.submit(event)
     elapsed = time.perf_counter() - started
     assert elapsed < 1.0, elapsed  # ~1 µs a call in practice; generous on a busy machine
     stats = ob.stats()
@@ -325,12 +310,13 @@ async def test_buffer_full_drops_and_submit_stays_fast() -> None:
     await ob.aclose(timeout=0)
 
 
-async def test_oversize_event_is_dropped_and_counted(sink: FaultServer) -> None:
-    ob = make_ob(sink.url)
-    huge = Identify("v-huge", None, time.time(), {"blob": "h" * 40_000})
+async def test_oversize_event_is_dropped_and_counted(sink: SegmentCapture) -> None:
+    ob = make_delivery(sink.url)
+    huge = identify("v-huge", traits={"blob": "h" * 40_000})
     normal = conversions(3)
-    for event in (huge, *normal):
-        ob.delivery.submit(event)
+    batch: list[Event] = [huge, *normal]
+    for event in batch:
+        ob.submit(event)
     assert await ob.flush(5)
     stats = ob.stats()
     assert (stats["oversized"], stats["dropped"], stats["sent"]) == (1, 1, 3)
@@ -338,14 +324,14 @@ async def test_oversize_event_is_dropped_and_counted(sink: FaultServer) -> None:
     await ob.aclose()
 
 
-async def test_requests_stay_within_segment_limits(sink: FaultServer) -> None:
-    ob = make_ob(sink.url, max_batch_events=5000, max_buffer_bytes=64 << 20)
-    small = [Identify(f"s{i}", None, time.time()) for i in range(2600)]
-    big = [Identify(f"b{i}", None, time.time(), {"pad": "p" * 25_000}) for i in range(50)]
+async def test_requests_stay_within_segment_limits(sink: SegmentCapture) -> None:
+    ob = make_delivery(sink.url, max_batch_events=5000, max_buffer_bytes=64 << 20)
+    small = [identify(f"s{i}") for i in range(2600)]
+    big = [identify(f"b{i}", traits={"pad": "p" * 25_000}) for i in range(50)]
     for event in (*small, *big):
-        ob.delivery.submit(event)
+        ob.submit(event)
     assert await ob.flush(10)
-    requests = sink.snapshot()
+    requests = sink.requests
     assert len(requests) >= 4
     check_sink(sink)  # every request <= 2,500 events and <= 500,000 bytes
     assert sink.message_ids() == ids([*small, *big])
@@ -356,7 +342,7 @@ async def test_requests_stay_within_segment_limits(sink: FaultServer) -> None:
 
 
 async def test_the_write_key_never_appears_in_logs(
-    sink: FaultServer, caplog: pytest.LogCaptureFixture
+    sink: SegmentCapture, caplog: pytest.LogCaptureFixture
 ) -> None:
     class LeakyStore:
         async def claim(self, key: str, ttl: float) -> bool:
@@ -370,22 +356,23 @@ async def test_the_write_key_never_appears_in_logs(
 
     caplog.set_level(logging.DEBUG)
     sink.push("500", "401", "close")
-    ob = make_ob(sink.url, dedupe_store=LeakyStore(), retry_max_time=1.0)
-    for event in (
+    ob = make_delivery(sink.url, dedupe_store=LeakyStore(), retry_max_time=1.0)
+    batch: list[Event] = [
         *conversions(3),
-        Identify("v1", None, time.time()),
-        Identify("v2", None, time.time(), {"blob": "x" * 40_000}),
+        identify("v1"),
+        identify("v2", traits={"blob": "x" * 40_000}),
         *conversions(1, marker=BAD_MARKER),
-    ):
-        ob.delivery.submit(event)
+    ]
+    for event in batch:
+        ob.submit(event)
     await ob.flush(5)
-    dead = make_ob(f"http://{WRITE_KEY}@127.0.0.1:{dead_port()}", retry_max_time=0.3)
-    dead.delivery.submit(conversions(1)[0])
+    dead = make_delivery(f"http://{WRITE_KEY}@127.0.0.1:{free_port()}", retry_max_time=0.3)
+    dead.submit(conversions(1)[0])
     await dead.flush(3)
     await dead.aclose(timeout=0)
     await ob.aclose()
     assert ob.stats()["store_errors"] >= 1 and caplog.records
-    token = delivery_module._secrets(WRITE_KEY)[1]
+    token = base64.b64encode(f"{WRITE_KEY}:".encode()).decode()  # the Basic-auth form
     assert WRITE_KEY not in caplog.text and token not in caplog.text
 
 
@@ -411,17 +398,17 @@ SECOND_PROCESS = textwrap.dedent(
 
 
 async def test_spooled_at_shutdown_delivered_by_the_next_process(
-    sink: FaultServer, tmp_path: Path
+    sink: SegmentCapture, tmp_path: Path
 ) -> None:
     spool = tmp_path / "optibase.spool"
-    down = make_ob(f"http://127.0.0.1:{dead_port()}", spool_path=spool)
+    down = make_delivery(f"http://127.0.0.1:{free_port()}", spool_path=spool)
     batch = conversions(30)
     async with watching(down):
         for event in batch[:20]:
-            down.delivery.submit(event)
+            down.submit(event)
         await asyncio.sleep(0.2)  # these are in backoff by now
         for event in batch[20:]:
-            down.delivery.submit(event)  # these still buffered
+            down.submit(event)  # these still buffered
         await down.aclose(timeout=0.3)
     stats = down.stats()
     assert (stats["spooled"], stats["pending"], stats["sent"]) == (30, 30, 0)
@@ -476,7 +463,7 @@ MULTI_WORKER_APP = textwrap.dedent(
 
 
 async def test_each_worker_of_uvicorn_workers_2_delivers_its_own_events(
-    sink: FaultServer, tmp_path: Path
+    sink: SegmentCapture, tmp_path: Path
 ) -> None:
     (tmp_path / "multi_worker_app.py").write_text(MULTI_WORKER_APP)
     sock = bound_socket()
@@ -501,15 +488,18 @@ async def test_each_worker_of_uvicorn_workers_2_delivers_its_own_events(
     )
     visitors: dict[str, str] = {}
     workers: set[str] = set()
+
+    async def both_workers_up() -> bool:  # each answers /health (and emits nothing)
+        assert proc.poll() is None, "uvicorn exited"
+        try:
+            async with httpx2.AsyncClient(timeout=5) as fresh:  # a fresh connection
+                workers.add((await fresh.get(url + "/health")).text)
+        except httpx2.TransportError:
+            pass
+        return len(workers) == 2
+
     try:
-        deadline = time.monotonic() + 20
-        while len(workers) < 2:  # both workers up: each answers /health (and emits nothing)
-            assert time.monotonic() < deadline and proc.poll() is None, "workers did not start"
-            try:
-                async with httpx2.AsyncClient(timeout=5) as fresh:  # a fresh connection
-                    workers.add((await fresh.get(url + "/health")).text)
-            except httpx2.TransportError:
-                await asyncio.sleep(0.1)
+        await wait_until_async(both_workers_up, "both workers", timeout=20, interval=0.1)
         for _ in range(60):
             # A fresh connection and no cookie each time: a new visitor, either worker.
             async with httpx2.AsyncClient(timeout=5) as fresh:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx2
 import pytest
@@ -32,9 +32,10 @@ from starlette.applications import Starlette
 from demo_site.app import PLANS, create_demo_app
 from demo_site.experiment import HEADLINES
 from demo_site.sink import create_sink_app
-from tests.browser import DESKTOP_USER_AGENT, serve
-
-T = TypeVar("T")
+from tests.support.browser import DESKTOP_USER_AGENT
+from tests.support.net import LOOPBACK, bound_socket, free_port
+from tests.support.polling import wait_until
+from tests.support.server import serve
 
 ROOT = Path(__file__).resolve().parents[1]
 WRITE_KEY = "demo"
@@ -43,6 +44,7 @@ SECRET_KEY = "test-secret-key-for-the-demo"
 USER_AGENT = DESKTOP_USER_AGENT
 DEADLINE = 5.0  # for events to reach the sink (flush_interval is 0.2 s)
 SETTLE = 0.5  # after the expected events arrived, time for unexpected extras to show up
+POLL = 0.05  # between two looks at the sink: each one is an HTTP request
 
 
 # --------------------------------------------------------------------------- helpers
@@ -66,18 +68,6 @@ def run_demo(
         )
         with serve(wrap(app) if wrap else app) as site_url:
             yield Demo(site_url, sink_url, app)
-
-
-def wait_until(check: Callable[[], T | None], what: str, timeout: float = DEADLINE) -> T:
-    """Poll *check* until it returns something truthy; fail after *timeout* seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def sink_calls(sink_url: str, visitor_id: str) -> list[dict[str, Any]]:
@@ -121,7 +111,7 @@ def wait_for_calls(
         calls = sink_calls(sink_url, visitor_id)
         return calls if ready(calls) else None
 
-    return wait_until(check, what, timeout)
+    return wait_until(check, what, timeout=timeout, interval=POLL)
 
 
 def csp_nonce_of(response: httpx2.Response) -> str:
@@ -324,7 +314,7 @@ def test_sink_dashboard_shows_the_results(demo: Demo, client: httpx2.Client) -> 
 def test_nothing_lost_or_failed(demo: Demo) -> None:
     """Runs last in this module: every event so far was delivered to the sink."""
     ob = demo.app.state.optibase
-    wait_until(lambda: ob.stats()["pending"] == 0, "the queue to drain")
+    wait_until(lambda: ob.stats()["pending"] == 0, "the queue to drain", timeout=DEADLINE)
     stats = ob.stats()
     assert stats["sent"] > 0
     assert stats["failed"] == stats["dropped"] == stats["retried"] == 0, stats
@@ -333,24 +323,17 @@ def test_nothing_lost_or_failed(demo: Demo) -> None:
 # --------------------------------------------------------------------------- python -m demo_site
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def wait_for_port(port: int, process: subprocess.Popen[str], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
+    def listening() -> bool:
         if process.poll() is not None:
             pytest.fail(f"python -m demo_site exited early: {process.communicate()}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
+            with socket.create_connection((LOOPBACK, port), timeout=0.5):
+                return True
         except OSError:
-            if time.monotonic() > deadline:
-                pytest.fail(f"nothing listening on port {port} after {timeout}s")
-            time.sleep(0.05)
+            return False
+
+    wait_until(listening, f"python -m demo_site to listen on port {port}", timeout=timeout)
 
 
 def start_demo(*args: str) -> subprocess.Popen[str]:
@@ -407,8 +390,7 @@ def test_python_m_demo_site_starts_serves_and_stops_cleanly(
 
 
 def test_python_m_demo_site_reports_a_busy_port(tmp_path: Path) -> None:
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
+    with bound_socket() as busy:
         busy.listen()
         port = busy.getsockname()[1]
         process = start_demo("--port", str(port), "--sink-port", str(free_port()))

@@ -18,6 +18,7 @@ import pytest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from demo_site.experiment import HEADLINES
+from tests.support.polling import wait_until
 from tests.test_demo import (
     DEADLINE,
     SETTLE,
@@ -28,7 +29,6 @@ from tests.test_demo import (
     sink_calls,
     tracks,
     wait_for_calls,
-    wait_until,
 )
 
 SCRIPT_READY = "window.optibaseActiveVariants !== undefined"
@@ -81,7 +81,7 @@ class CollectCounter:
             statuses = self.statuses()
             return statuses if len(statuses) >= count else None
 
-        return wait_until(enough, f"{count} collector request(s)")
+        return wait_until(enough, f"{count} collector request(s)", timeout=DEADLINE)
 
 
 @pytest.fixture(scope="module")

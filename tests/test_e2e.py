@@ -26,8 +26,8 @@ from optibase_edge import (
     get_visitor,
 )
 from optibase_edge._cookie import CookieCodec
-from tests.browser import serve
-from tests.segment_capture import Capture
+from tests.support.capture import SegmentCapture
+from tests.support.server import serve
 
 WRITE_KEY = "wk-e2e"
 SECRET = "e2e-secret"
@@ -85,18 +85,16 @@ def build_site(segment_endpoint: str, **settings: Any) -> tuple[Starlette, Optib
 
 
 @pytest.fixture
-def capture() -> Iterator[tuple[Capture, str]]:
-    received = Capture()
-    with serve(received.app()) as url:
-        yield received, url
+def capture() -> Iterator[SegmentCapture]:
+    with SegmentCapture(write_key=WRITE_KEY) as received:
+        yield received
 
 
 @pytest.fixture
-def site(capture: tuple[Capture, str]) -> Iterator[tuple[Capture, httpx2.Client]]:
-    received, segment_url = capture
-    app, _ = build_site(segment_url)
+def site(capture: SegmentCapture) -> Iterator[tuple[SegmentCapture, httpx2.Client]]:
+    app, _ = build_site(capture.url)
     with serve(app) as url, httpx2.Client(base_url=url) as client:
-        yield received, client
+        yield capture, client
 
 
 def flush(client: httpx2.Client) -> dict[str, Any]:
@@ -116,7 +114,7 @@ def of_kind(messages: list[dict[str, Any]], event: str) -> list[dict[str, Any]]:
 
 
 def test_new_visitor_gets_identify_then_one_exposure_per_test(
-    site: tuple[Capture, httpx2.Client],
+    site: tuple[SegmentCapture, httpx2.Client],
 ) -> None:
     received, client = site
     response = client.get("/", headers={"user-agent": "e2e-agent", "accept-language": "fr-CH"})
@@ -125,7 +123,7 @@ def test_new_visitor_gets_identify_then_one_exposure_per_test(
     assert visitor_id in response.text
     flush(client)
 
-    messages = received.wait_for(lambda m: len(m) == 3)
+    messages = received.wait_for(lambda m: len(m) == 3, "3 messages")
     identify, *tracks = messages
     assert identify["type"] == "identify"
     assert identify["anonymousId"] == visitor_id
@@ -151,11 +149,11 @@ def test_new_visitor_gets_identify_then_one_exposure_per_test(
         assert datetime.fromisoformat(message["timestamp"]).utcoffset() is not None
 
 
-def test_returning_visitor_sends_nothing_again(site: tuple[Capture, httpx2.Client]) -> None:
+def test_returning_visitor_sends_nothing_again(site: tuple[SegmentCapture, httpx2.Client]) -> None:
     received, client = site
     first = client.get("/")
     flush(client)
-    before = len(received.wait_for(lambda m: len(m) == 3))
+    before = len(received.wait_for(lambda m: len(m) == 3, "3 messages"))
     for _ in range(3):
         again = client.get("/")
         assert "set-cookie" not in again.headers
@@ -165,7 +163,7 @@ def test_returning_visitor_sends_nothing_again(site: tuple[Capture, httpx2.Clien
 
 
 def test_page_view_conversion_carries_variants_and_campaign(
-    site: tuple[Capture, httpx2.Client],
+    site: tuple[SegmentCapture, httpx2.Client],
 ) -> None:
     received, client = site
     home = client.get("/")
@@ -186,7 +184,7 @@ def test_page_view_conversion_carries_variants_and_campaign(
 
 
 def test_programmatic_and_one_per_visitor_conversions(
-    site: tuple[Capture, httpx2.Client],
+    site: tuple[SegmentCapture, httpx2.Client],
 ) -> None:
     received, client = site
     client.get("/")
@@ -203,12 +201,13 @@ def test_programmatic_and_one_per_visitor_conversions(
     assert purchases[0]["messageId"] != purchases[1]["messageId"]
 
 
-def test_batches_use_basic_auth_and_gzip(site: tuple[Capture, httpx2.Client]) -> None:
+def test_batches_use_basic_auth_and_gzip(site: tuple[SegmentCapture, httpx2.Client]) -> None:
     received, client = site
     client.get("/")
     flush(client)
-    received.wait_for(lambda m: len(m) >= 3)
+    received.wait_for(lambda m: len(m) >= 3, "3 messages or more")
     expected = "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
+    assert received.bad_auth == 0  # the capture refuses (and does not record) any other
     for request in received.requests:
         assert request.headers["authorization"] == expected
         assert request.headers["content-encoding"] == "gzip"
@@ -217,7 +216,7 @@ def test_batches_use_basic_auth_and_gzip(site: tuple[Capture, httpx2.Client]) ->
         assert datetime.fromisoformat(request.body["sentAt"]).utcoffset() is not None
 
 
-def test_tampered_cookie_becomes_a_new_visitor(site: tuple[Capture, httpx2.Client]) -> None:
+def test_tampered_cookie_becomes_a_new_visitor(site: tuple[SegmentCapture, httpx2.Client]) -> None:
     received, client = site
     client.get("/")
     original = visitor_from_cookie(client)

@@ -703,7 +703,7 @@ def test_tampered_cookie_gives_a_new_visitor(client: TestClient, ob: Optibase) -
 def test_non_ascii_cookie_header_is_harmless(client: TestClient) -> None:
     client.cookies.clear()
     response = client.get(
-        "/", headers={"cookie": "optibase_vid=caf\u00e9; other=1".encode("latin-1")}
+        "/", headers={b"cookie": "optibase_vid=caf\u00e9; other=1".encode("latin-1")}
     )
     assert response.status_code == 200
     assert token_of(response)

@@ -1,4 +1,4 @@
-"""RedisStore against a real redis-server (see tests/redis_server.py)."""
+"""RedisStore against a real redis-server (see tests/support/redis_server.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import gc
 import json
 import math
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -21,8 +22,9 @@ import redis.exceptions
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from optibase_edge import DedupeStore, RedisStore
-from tests.redis_server import free_port
+from optibase_edge import RedisStore
+from tests.support.net import LOOPBACK, bound_socket, free_port
+from tests.support.stores import BOTH_SITES, FIRST_SITE, conversions_from_two_sites
 
 pytestmark = pytest.mark.anyio
 
@@ -48,8 +50,13 @@ def raw(redis_url: str) -> Iterator[redis.Redis]:
     client.close()
 
 
-async def test_is_a_dedupe_store(store: RedisStore) -> None:
-    assert isinstance(store, DedupeStore)
+async def test_two_sites_sharing_redis_send_each_once_only_event_once(
+    redis_url: str, tmp_path: Path
+) -> None:
+    prefix = fresh_prefix()
+    first, second = RedisStore(redis_url, prefix=prefix), RedisStore(redis_url, prefix=prefix)
+    counts = await conversions_from_two_sites(first, second, tmp_path)
+    assert counts == {BOTH_SITES: 1, FIRST_SITE: 1}
 
 
 async def test_first_claim_wins_second_loses(store: RedisStore) -> None:
@@ -230,8 +237,7 @@ async def test_server_down_raises() -> None:
 
 async def test_silent_server_times_out() -> None:
     # Accepts connections (the kernel's backlog does) but never answers.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
-        listener.bind(("127.0.0.1", 0))
+    with bound_socket() as listener:
         listener.listen(8)
         s = RedisStore(f"redis://127.0.0.1:{listener.getsockname()[1]}/0", socket_timeout=0.3)
         started = time.monotonic()
@@ -297,9 +303,23 @@ def test_bad_socket_timeout() -> None:
             RedisStore(socket_timeout=bad)
 
 
-def test_accepted_url_schemes_do_not_connect() -> None:
-    for url in ("redis://nowhere.invalid:6379/0", "rediss://u:p@h:6380/1", "unix:///tmp/r.sock"):
-        RedisStore(url)
+def test_accepted_url_schemes_do_not_connect(tmp_path: Path) -> None:
+    # Something listens where each URL points: making a store must leave it alone.
+    path = tmp_path / "r.sock"
+    with bound_socket() as tcp, socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as unix:
+        tcp.listen(8)
+        unix.bind(str(path))
+        unix.listen(8)
+        port = tcp.getsockname()[1]
+        for url in (
+            f"redis://{LOOPBACK}:{port}/0",
+            f"rediss://u:p@{LOOPBACK}:{port}/1",
+            f"unix://{path}",
+        ):
+            RedisStore(url)
+        # A connection made by now, or a moment later, makes its listener readable.
+        connected, _, _ = select.select([tcp, unix], [], [], 0.3)
+    assert connected == []
 
 
 def test_imports_without_redis_installed() -> None:

@@ -63,6 +63,49 @@ def test_prefetches(name: bytes, value: bytes) -> None:
     assert audience({name: value, b"user-agent": CHROME.encode()}) == "prefetch"
 
 
-@given(st.dictionaries(st.binary(max_size=20), st.binary(max_size=200), max_size=8))
-def test_any_headers_get_an_answer(headers: dict[bytes, bytes]) -> None:
-    assert audience(headers) in ("visitor", "bot", "prefetch")
+SCREENING_HEADERS = [b"user-agent", b"sec-purpose", b"purpose", b"x-purpose", b"x-moz"]
+
+
+def any_case(word: str) -> st.SearchStrategy[bytes]:
+    return st.tuples(*(st.sampled_from([c.lower(), c.upper()]) for c in word)).map(
+        lambda chars: "".join(chars).encode()
+    )
+
+
+@given(
+    name=st.sampled_from([b"sec-purpose", b"purpose", b"x-purpose", b"x-moz"]),
+    word=any_case("prefetch") | any_case("preview"),
+    before=st.binary(max_size=20),
+    after=st.binary(max_size=20),
+    user_agent=st.binary(max_size=200),
+)
+def test_a_prefetch_or_preview_purpose_wins_in_any_case_and_with_any_user_agent(
+    name: bytes, word: bytes, before: bytes, after: bytes, user_agent: bytes
+) -> None:
+    headers = {name: before + word + after, b"user-agent": user_agent}
+    assert audience(headers) == "prefetch"
+
+
+@given(
+    known=st.sampled_from(
+        [
+            ({}, "visitor"),
+            ({b"user-agent": CHROME.encode()}, "visitor"),
+            ({b"user-agent": b"Mozilla/5.0 (compatible; Googlebot/2.1)"}, "bot"),
+            ({b"sec-purpose": b"prefetch", b"user-agent": CHROME.encode()}, "prefetch"),
+        ]
+    ),
+    others=st.dictionaries(
+        st.sampled_from([b"referer", b"from", b"x-requested-with"])
+        | st.binary(max_size=20).filter(lambda name: name not in SCREENING_HEADERS),
+        # What would count in a screening header must not count anywhere else.
+        st.sampled_from([b"Googlebot/2.1", b"HeadlessChrome", b"prefetch", b"preview"])
+        | st.binary(max_size=200),
+        max_size=8,
+    ),
+)
+def test_only_the_screening_headers_count(
+    known: tuple[dict[bytes, bytes], str], others: dict[bytes, bytes]
+) -> None:
+    headers, expected = known
+    assert audience({**others, **headers}) == expected

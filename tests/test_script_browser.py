@@ -23,7 +23,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from tests.browser import serve
+from tests.support.polling import wait_until
+from tests.support.server import serve
 
 SCRIPT_PATH = Path(__file__).resolve().parents[1] / "optibase_edge" / "static" / "optibase.js"
 TOKEN = "__OPTIBASE_CONFIG__"
@@ -98,11 +99,11 @@ class Recorder:
 
     def wait(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
         """Wait for ``count`` records, then a short settle to catch duplicates."""
-        deadline = time.monotonic() + timeout
-        while len(self.snapshot()) < count:
-            if time.monotonic() > deadline:
-                pytest.fail(f"expected {count} beacon(s), got {self.snapshot()!r}")
-            time.sleep(0.02)
+        wait_until(
+            lambda: len(self.snapshot()) >= count,
+            lambda: f"{count} beacon(s); got {self.snapshot()!r}",
+            timeout=timeout,
+        )
         time.sleep(SETTLE)
         return self.snapshot()
 

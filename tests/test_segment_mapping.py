@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -25,6 +26,7 @@ from optibase_edge._segment import (
     message_id,
     to_message,
 )
+from tests.support.events import conversion, identify, viewed
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 CAMPAIGN = {
@@ -140,6 +142,25 @@ def json_copy(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
+def expected_message_id(event: Any) -> str:
+    """Worked out from the events themselves: ``ob-`` and the 40-hex-digit BLAKE2b-160
+    of the once-only key, or ``ob-`` and the nonce of a repeatable conversion."""
+    if isinstance(event, Identify):
+        key = f"identify\x1f{event.visitor_id}"
+        if event.user_id is not None:
+            key += f"\x1f{event.user_id}"
+    elif isinstance(event, ExperimentViewed):
+        key = f"exposure\x1f{event.visitor_id}\x1f{event.test_id}"
+    elif not event.one_per_visitor:
+        return f"ob-{event.nonce}"
+    elif event.visitor_id:
+        key = f"conversion\x1fv\x1f{event.visitor_id}\x1f{event.conversion_id}"
+    else:
+        key = f"conversion\x1fu\x1f{event.user_id}\x1f{event.conversion_id}"
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=20)
+    return f"ob-{digest.hexdigest()}"
+
+
 # -- the shape of every message -----------------------------------------------------------
 
 
@@ -169,12 +190,12 @@ def test_every_message_is_valid_segment_json(event: Any) -> None:
 
     mid = decoded["messageId"]
     assert isinstance(mid, str) and 0 < len(mid) <= 100
-    assert mid == message_id(event)
+    assert mid == expected_message_id(event)
 
     stamp = decoded["timestamp"]
     assert ISO_Z.match(stamp), stamp
     parsed = datetime.fromisoformat(stamp)
-    assert parsed.utcoffset() is not None and parsed.utcoffset().total_seconds() == 0
+    assert parsed.utcoffset() == timedelta(0)
     assert abs(parsed.timestamp() - event.timestamp) < 0.0011
 
     library = decoded["context"]["library"]
@@ -212,7 +233,7 @@ def test_unicode_traits_survive_exactly() -> None:
         "quote": 'he said "hi" \\ ok',
         "nested": {"ß": ["ü", {"ø": "å"}]},
     }
-    event = Identify(str(uuid.uuid4()), "u1", 1_700_000_000.0, traits)
+    event = identify(str(uuid.uuid4()), "u1", traits)
     body = encode(to_message(event))
     assert json.loads(body.decode("utf-8"))["traits"] == traits
     assert "山田太郎".encode() in body  # sent as UTF-8, not \\u escapes
@@ -220,7 +241,7 @@ def test_unicode_traits_survive_exactly() -> None:
 
 def test_non_json_trait_values_are_stringified_not_fatal() -> None:
     when = datetime(2024, 5, 1, tzinfo=UTC)
-    event = Identify(str(uuid.uuid4()), None, 1_700_000_000.0, {"signed_up": when})
+    event = identify(str(uuid.uuid4()), traits={"signed_up": when})
     decoded = json.loads(encode(to_message(event)))
     assert decoded["traits"]["signed_up"] == str(when)
 
@@ -229,8 +250,8 @@ def test_non_json_trait_values_are_stringified_not_fatal() -> None:
 
 
 def padded(padding: str) -> dict[str, Any]:
-    event = Identify(
-        "6f1c6a38-0d5e-4b8e-9a3e-2b7f0e3c1d2a", None, 1_700_000_000.0, {"pad": padding}
+    event = identify(
+        "6f1c6a38-0d5e-4b8e-9a3e-2b7f0e3c1d2a", traits={"pad": padding}, timestamp=1_700_000_000.0
     )
     return to_message(event)
 
@@ -265,37 +286,33 @@ def test_size_limit_boundary(extra: int, char: str) -> None:
 V1, V2 = str(uuid.uuid4()), str(uuid.uuid4())
 
 
-def viewed(visitor: str = V1, test: str = "hero", variant: str = "a", ts: float = 1.0) -> Any:
-    return ExperimentViewed(visitor, None, ts, test, variant)
-
-
-def converted(
-    visitor: str | None = V1,
-    conversion: str = "signup",
-    once: bool = True,
-    nonce: str | None = None,
-    user: str | None = None,
-    ts: float = 1.0,
-) -> ConversionTriggered:
-    return ConversionTriggered(
-        visitor_id=visitor,
-        user_id=user,
-        timestamp=ts,
-        conversion_id=conversion,
-        conversion_type=ConversionType.CLICK,
-        origin_url=None,
-        variants=(),
-        one_per_visitor=once,
-        nonce=nonce or uuid.uuid4().hex,
-    )
-
-
 def test_once_only_ids_are_deterministic() -> None:
     # the same once-only event, made twice (other time, other request), has one ID
-    assert message_id(viewed(ts=1.0, variant="a")) == message_id(viewed(ts=99.0, variant="b"))
-    assert message_id(Identify(V1, None, 1.0)) == message_id(Identify(V1, None, 2.0, {"a": 1}))
-    assert message_id(Identify(V1, "u", 1.0)) == message_id(Identify(V1, "u", 5.0))
-    assert message_id(converted(ts=1.0)) == message_id(converted(ts=2.0))  # nonces differ
+    assert message_id(viewed(V1, variant_id="a", timestamp=1.0)) == message_id(
+        viewed(V1, variant_id="b", timestamp=99.0)
+    )
+    assert message_id(identify(V1, timestamp=1.0)) == message_id(
+        identify(V1, traits={"a": 1}, timestamp=2.0)
+    )
+    assert message_id(identify(V1, "u", timestamp=1.0)) == message_id(
+        identify(V1, "u", timestamp=5.0)
+    )
+    assert message_id(conversion(V1, "signup", one_per_visitor=True, timestamp=1.0)) == (
+        message_id(conversion(V1, "signup", one_per_visitor=True, timestamp=2.0))
+    )  # nonces differ
+
+
+def test_message_ids_are_stable_across_releases() -> None:
+    # Segment drops a repeated messageId: a once-only event must keep its ID from one
+    # release (and deploy) to the next. Literals, worked out once with hashlib.
+    assert message_id(identify("v1")) == "ob-bb1a2ecb81b7257147db11930d335c8dbd885156"
+    assert message_id(identify("v1", "u1")) == "ob-db46b0c46c66416457dba98d60b1a2aa67641952"
+    assert message_id(viewed("v1", "hero")) == "ob-2841a2b2f2fad9ee20a6c1a7d43d1585c865fc7b"
+    once = conversion("v1", "signup", one_per_visitor=True)
+    assert message_id(once) == "ob-9dd75a646e7c47fc2a8f367dcc4617a99404d1fe"
+    by_user = conversion(None, "signup", user_id="u1", one_per_visitor=True)
+    assert message_id(by_user) == "ob-4d029c836b69c875872c6bed34ddafc40ffbc034"
+    assert message_id(conversion("v1", nonce="4f2a")) == "ob-4f2a"
 
 
 def test_once_only_ids_differ_by_key() -> None:
@@ -303,45 +320,45 @@ def test_once_only_ids_differ_by_key() -> None:
         message_id(viewed(V1, "hero")),
         message_id(viewed(V2, "hero")),
         message_id(viewed(V1, "cta")),
-        message_id(Identify(V1, None, 1.0)),
-        message_id(Identify(V2, None, 1.0)),
-        message_id(Identify(V1, "u1", 1.0)),
-        message_id(Identify(V1, "u2", 1.0)),
-        message_id(converted(V1, "signup")),
-        message_id(converted(V2, "signup")),
-        message_id(converted(V1, "other")),
-        message_id(converted(None, "signup", user="u1")),
-        message_id(converted(None, "signup", user="u2")),
+        message_id(identify(V1)),
+        message_id(identify(V2)),
+        message_id(identify(V1, "u1")),
+        message_id(identify(V1, "u2")),
+        message_id(conversion(V1, "signup", one_per_visitor=True)),
+        message_id(conversion(V2, "signup", one_per_visitor=True)),
+        message_id(conversion(V1, "other", one_per_visitor=True)),
+        message_id(conversion(None, "signup", user_id="u1", one_per_visitor=True)),
+        message_id(conversion(None, "signup", user_id="u2", one_per_visitor=True)),
     ]
     assert len(set(distinct)) == len(distinct)
 
 
 def test_non_once_conversions_use_their_nonce() -> None:
-    first, second = converted(once=False), converted(once=False)
+    first, second = conversion(V1, "signup"), conversion(V1, "signup")
     assert first.once_key is None
     assert first.nonce in message_id(first)
     assert message_id(first) != message_id(second)
-    same_nonce = converted(once=False, nonce=first.nonce, ts=50.0)
+    same_nonce = conversion(V1, "signup", nonce=first.nonce, timestamp=50.0)
     assert message_id(same_nonce) == message_id(first)  # a retry of one event keeps its ID
 
 
 @settings(max_examples=200, deadline=None)
 @given(a=st.tuples(ids, ids), b=st.tuples(ids, ids))
 def test_exposure_ids_collide_only_for_the_same_key(a: tuple[str, str], b: tuple[str, str]) -> None:
-    ida = message_id(ExperimentViewed(a[0], None, 0.0, a[1], "v"))
-    idb = message_id(ExperimentViewed(b[0], None, 0.0, b[1], "v"))
+    ida = message_id(viewed(a[0], a[1]))
+    idb = message_id(viewed(b[0], b[1]))
     assert (ida == idb) == (a == b)
     assert len(ida) <= 100
 
 
 @settings(max_examples=100, deadline=None)
-@given(visitor=ids, user=st.none() | ids, conversion=ids)
-def test_ids_are_short_for_long_keys(visitor: str, user: str | None, conversion: str) -> None:
+@given(visitor=ids, user=st.none() | ids, conversion_id=ids)
+def test_ids_are_short_for_long_keys(visitor: str, user: str | None, conversion_id: str) -> None:
     long = visitor * 50
     for event in (
-        Identify(long, user, 0.0),
-        ExperimentViewed(long, user, 0.0, conversion * 50, "v"),
-        converted(long, conversion * 50),
+        identify(long, user),
+        viewed(long, conversion_id * 50, user_id=user),
+        conversion(long, conversion_id * 50, one_per_visitor=True),
     ):
         assert len(message_id(event)) <= 100
 
@@ -366,9 +383,8 @@ def test_experiment_viewed_properties(event: ExperimentViewed) -> None:
 
 
 def test_experiment_viewed_names() -> None:
-    props = to_message(ExperimentViewed(V1, None, 0.0, "hero", "bold", "Hero test", "Bold"))[
-        "properties"
-    ]
+    event = viewed(V1, "hero", "bold", test_name="Hero test", variant_name="Bold")
+    props = to_message(event)["properties"]
     assert props["experiment_name"] == "Hero test" and props["variation_name"] == "Bold"
     assert props["experiment_id"] == "hero" and props["variation_id"] == "bold"
 
@@ -508,7 +524,7 @@ def test_iso_time(ts: float) -> None:
     text = iso_time(ts)
     assert ISO_Z.match(text), text
     parsed = datetime.fromisoformat(text)
-    assert parsed.tzinfo is not None and parsed.utcoffset().total_seconds() == 0
+    assert parsed.tzinfo is not None and parsed.utcoffset() == timedelta(0)
     assert abs(ts - parsed.timestamp()) < 0.0011
 
 

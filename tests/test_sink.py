@@ -5,21 +5,18 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
-import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from demo_site.sink import create_sink_app
+from tests.support.server import serve
 
 JSON = {"Content-Type": "application/json"}
 GZIP_JSON = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
@@ -475,49 +472,30 @@ def test_property_values_round_trip(memory_client: TestClient, properties: dict[
 
 def test_real_uvicorn_server_accepts_gzip_batch(tmp_path: Path) -> None:
     app = create_sink_app(str(tmp_path / "live.sqlite3"), write_key="live-key")
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert thread.is_alive(), "uvicorn exited during startup"
-            assert time.monotonic() < deadline, "uvicorn did not start within 10 s"
-            time.sleep(0.01)
-        base = f"http://127.0.0.1:{port}"
-        body = {
-            "batch": [
-                viewed("live-1", "hero", "control", "live-m1"),
-                converted("live-1", "signup", [("hero", "control")], "live-m2"),
-            ],
-            "sentAt": "2024-05-01T10:00:00Z",
-        }
-        with httpx2.Client(base_url=base, timeout=5) as http:
-            response = http.post(
-                "/v1/batch",
-                content=gzip.compress(json.dumps(body).encode()),
-                headers={**GZIP_JSON, **basic("live-key")},
-            )
-            assert response.status_code == 200
-            assert response.json() == {"success": True}
-            denied = http.post(
-                "/v1/batch",
-                content=gzip.compress(json.dumps(body).encode()),
-                headers={**GZIP_JSON, **basic("other")},
-            )
-            assert denied.status_code == 401
-            stored = http.get("/api/calls").json()
-            assert [c["message_id"] for c in stored] == ["live-m1", "live-m2"]
-            results = http.get("/api/results").json()
-            (variant,) = results["tests"][0]["variants"]
-            assert variant["conversions"]["signup"] == {"visitors": 1, "rate": 1.0}
-            assert "<svg" in http.get("/").text
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
-    assert not thread.is_alive(), "uvicorn did not shut down within 10 s"
+    body = {
+        "batch": [
+            viewed("live-1", "hero", "control", "live-m1"),
+            converted("live-1", "signup", [("hero", "control")], "live-m2"),
+        ],
+        "sentAt": "2024-05-01T10:00:00Z",
+    }
+    with serve(app, lifespan="on") as base, httpx2.Client(base_url=base, timeout=5) as http:
+        response = http.post(
+            "/v1/batch",
+            content=gzip.compress(json.dumps(body).encode()),
+            headers={**GZIP_JSON, **basic("live-key")},
+        )
+        assert response.status_code == 200
+        assert response.json() == {"success": True}
+        denied = http.post(
+            "/v1/batch",
+            content=gzip.compress(json.dumps(body).encode()),
+            headers={**GZIP_JSON, **basic("other")},
+        )
+        assert denied.status_code == 401
+        stored = http.get("/api/calls").json()
+        assert [c["message_id"] for c in stored] == ["live-m1", "live-m2"]
+        results = http.get("/api/results").json()
+        (variant,) = results["tests"][0]["variants"]
+        assert variant["conversions"]["signup"] == {"visitors": 1, "rate": 1.0}
+        assert "<svg" in http.get("/").text

@@ -1,0 +1,88 @@
+"""Waiting, boundedly, for something to become true: in a thread or in an event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn, TypeVar, overload
+
+import pytest
+
+T = TypeVar("T")
+
+TIMEOUT = 10.0
+INTERVAL = 0.01
+
+Description = str | Callable[[], str]
+
+
+def wait_until(
+    check: Callable[[], T | None],
+    what: Description,
+    *,
+    timeout: float = TIMEOUT,
+    interval: float = INTERVAL,
+) -> T:
+    """Call *check* every *interval* seconds until it returns something truthy; return that.
+
+    Fails the test after *timeout* seconds, naming *what* was awaited (a callable
+    *what* is called then, so the message can show the state at that moment).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            _time_out(what, timeout)
+        time.sleep(interval)
+
+
+@overload
+async def wait_until_async(
+    check: Callable[[], Awaitable[T | None]],
+    what: Description,
+    *,
+    timeout: float = TIMEOUT,
+    interval: float = INTERVAL,
+) -> T: ...
+
+
+@overload
+async def wait_until_async(
+    check: Callable[[], T | None],
+    what: Description,
+    *,
+    timeout: float = TIMEOUT,
+    interval: float = INTERVAL,
+) -> T: ...
+
+
+async def wait_until_async(
+    check: Callable[[], Any],
+    what: Description,
+    *,
+    timeout: float = TIMEOUT,
+    interval: float = INTERVAL,
+) -> Any:
+    """:func:`wait_until` in an event loop: sleeps without blocking it.
+
+    *check* may be a plain function or a coroutine function.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            _time_out(what, timeout)
+        await asyncio.sleep(interval)
+
+
+def _time_out(what: Description, timeout: float) -> NoReturn:
+    description = what() if callable(what) else what
+    pytest.fail(f"timed out after {timeout:g} s waiting for {description}")

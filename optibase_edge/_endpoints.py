@@ -125,7 +125,7 @@ class Endpoints:
         if not isinstance(data, dict):
             raise _Refused(400, "body must be a JSON object")
         kind = data.get("type")
-        if kind not in _BEACON_TYPES:
+        if not isinstance(kind, str) or kind not in _BEACON_TYPES:
             raise _Refused(400, "type must be 'click' or 'conversion'")
         conversion_id = data.get("conversion_id")
         if not isinstance(conversion_id, str) or not conversion_id:

@@ -106,6 +106,12 @@ class Optibase:
             shutdown_timeout=shutdown_timeout,
         )
         self._settings = settings
+        if settings.development:
+            logger.warning(
+                "optibase: development mode: no secret key (visitor cookies will not survive a "
+                "restart) and no Segment write key (events go to %s)",
+                settings.events_path if transport is None else repr(transport),
+            )
         if transport is None:
             if settings.segment_write_key:
                 transport = SegmentTransport(
@@ -115,12 +121,6 @@ class Optibase:
                 )
             else:
                 transport = JsonLinesTransport(settings.events_path)
-        if settings.development:
-            logger.warning(
-                "optibase: development mode: no secret key (visitor cookies will not survive a "
-                "restart) and no Segment write key (events go to %r)",
-                transport,
-            )
         self._delivery = Delivery(
             transport,
             MemoryStore() if dedupe_store is None else dedupe_store,

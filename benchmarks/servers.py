@@ -43,8 +43,12 @@ class Server:
         try:
             wait_for_port(self.port, timeout, self.proc)
         except Exception:
-            self.stop()
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+            # Read what it said before stop() closes the pipe.
             stderr = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+            self.stop()
             raise RuntimeError(f"{self.name} did not start: {stderr[-2000:]}") from None
         return self
 

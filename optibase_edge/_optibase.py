@@ -121,21 +121,8 @@ class Optibase:
                 )
             else:
                 transport = JsonLinesTransport(settings.events_path)
-        self._delivery = Delivery(
-            transport,
-            MemoryStore() if dedupe_store is None else dedupe_store,
-            max_buffer_events=settings.max_buffer_events,
-            max_buffer_bytes=settings.max_buffer_bytes,
-            max_batch_events=settings.max_batch_events,
-            flush_interval=settings.flush_interval,
-            max_in_flight=settings.max_in_flight,
-            claim_timeout=settings.request_timeout,
-            dedupe_ttl=settings.dedupe_ttl,
-            retry_max_time=settings.retry_max_time,
-            shutdown_timeout=settings.shutdown_timeout,
-            spool_path=settings.spool_path,
-            write_key=settings.segment_write_key,
-        )
+        store = MemoryStore() if dedupe_store is None else dedupe_store
+        self._delivery = Delivery(settings, transport, store)
         self._plans: dict[str, Plan] = {t.id: compile_test(t) for t in settings.tests}
         self._pages = PageRules(list(self._plans.values()), settings.conversions)
         self._codec = CookieCodec(settings.signing_keys)

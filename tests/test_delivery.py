@@ -29,6 +29,7 @@ from optibase_edge._delivery.retry import backoff, is_retryable, parse_retry_aft
 from optibase_edge._delivery.sender import Delivery
 from optibase_edge._events import Event
 from optibase_edge._segment import MAX_BATCH_BYTES, batch_body, message_id
+from optibase_edge._settings import Settings
 from tests.support.events import conversion, identify
 from tests.support.events import conversions as events
 from tests.support.polling import wait_until_async
@@ -76,25 +77,17 @@ class FakeTransport:
         self.closed = True
 
 
-def options(tmp_path: Path | None = None, **tunables: Any) -> dict[str, Any]:
-    """Delivery's keyword arguments: the defaults of Optibase, scaled down for tests."""
-    spool = tunables.pop("spool_path", None)
-    if spool is None and tmp_path is not None:
-        spool = tmp_path / "spool.jsonl"
-    return {
-        "max_buffer_events": 10_000,
-        "max_buffer_bytes": 16 * 1024 * 1024,
-        "max_batch_events": 100,
+def settings_for(tmp_path: Path | None = None, **tunables: Any) -> Settings:
+    """Optibase's settings, with delivery's timings scaled down for tests."""
+    if tmp_path is not None:
+        tunables.setdefault("spool_path", tmp_path / "spool.jsonl")
+    defaults: dict[str, Any] = {
         "flush_interval": 0.01,
-        "max_in_flight": 4,
-        "claim_timeout": 1.0,
-        "dedupe_ttl": 3600.0,
+        "request_timeout": 1.0,
         "retry_max_time": 2.0,
         "shutdown_timeout": 1.0,
-        "write_key": None,
-        "spool_path": spool,
-        **tunables,
     }
+    return Settings(**{**defaults, **tunables})
 
 
 def ids_of(items: list[bytes]) -> list[str]:
@@ -110,7 +103,7 @@ def new(
     transport: Transport, tmp_path: Path | None = None, store: Any = None, **tunables: Any
 ) -> Delivery:
     store = MemoryStore() if store is None else store  # (an empty MemoryStore is falsy)
-    return Delivery(transport, store, **options(tmp_path, **tunables))
+    return Delivery(settings_for(tmp_path, **tunables), transport, store)
 
 
 @pytest.fixture(autouse=True)
@@ -442,7 +435,7 @@ async def test_a_hanging_store_does_not_stall_delivery() -> None:
             return True
 
     fake = FakeTransport()
-    delivery = new(fake, store=HangingStore(), claim_timeout=0.2)
+    delivery = new(fake, store=HangingStore(), request_timeout=0.2)
     delivery.submit(identify("v1"))
     assert await delivery.flush(2)
     assert (delivery.stats()["sent"], delivery.stats()["store_errors"]) == (1, 1)

@@ -45,6 +45,7 @@ from optibase_edge._delivery import retry
 from optibase_edge._delivery.sender import Delivery
 from optibase_edge._events import Event
 from optibase_edge._segment import message_id
+from optibase_edge._settings import Settings
 from tests.support.capture import BAD_MARKER, SegmentCapture
 from tests.support.closing_server import ClosingServer
 from tests.support.events import conversion, conversions, identify
@@ -88,31 +89,18 @@ def make_ob(endpoint: str, **settings: Any) -> Optibase:
 
 
 def make_delivery(
-    endpoint: str,
-    *,
-    request_timeout: float = 2.0,
-    dedupe_store: DedupeStore | None = None,
-    **options: Any,
+    endpoint: str, *, dedupe_store: DedupeStore | None = None, **settings: Any
 ) -> Delivery:
     """The delivery Optibase would build for *endpoint*: the real SegmentTransport."""
     defaults: dict[str, Any] = {
-        "max_buffer_events": 10_000,
-        "max_buffer_bytes": 16 << 20,
-        "max_batch_events": 100,
         "flush_interval": 0.05,
-        "max_in_flight": 4,
-        "claim_timeout": request_timeout,
-        "dedupe_ttl": 3600.0,
+        "request_timeout": 2.0,
         "retry_max_time": 5.0,
         "shutdown_timeout": 2.0,
-        "spool_path": None,
-        "write_key": WRITE_KEY,
     }
-    return Delivery(
-        SegmentTransport(WRITE_KEY, base_url=endpoint, timeout=request_timeout),
-        MemoryStore() if dedupe_store is None else dedupe_store,
-        **{**defaults, **options},
-    )
+    resolved = Settings(secret_keys=("s",), segment_write_key=WRITE_KEY, **{**defaults, **settings})
+    transport = SegmentTransport(WRITE_KEY, base_url=endpoint, timeout=resolved.request_timeout)
+    return Delivery(resolved, transport, MemoryStore() if dedupe_store is None else dedupe_store)
 
 
 def ids(events: Sequence[Event]) -> set[str]:

@@ -18,10 +18,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from pathlib import Path
 
 from .._events import Event
 from .._segment import MAX_BATCH_EVENTS, EventTooLarge, encode, to_message
+from .._settings import Settings
 from . import spool
 from .log import RateLimitedLog
 from .queue import EventQueue
@@ -38,45 +38,23 @@ _CLOSE_WAIT = 1.0  # seconds aclose() gives cancelled tasks and the store to win
 class Delivery:
     """The background sender between the request path and a transport."""
 
-    def __init__(
-        self,
-        transport: Transport,
-        store: DedupeStore,
-        *,
-        max_buffer_events: int,
-        max_buffer_bytes: int,
-        max_batch_events: int,
-        flush_interval: float,
-        max_in_flight: int,
-        claim_timeout: float,
-        dedupe_ttl: float,
-        retry_max_time: float,
-        shutdown_timeout: float,
-        spool_path: Path | None,
-        write_key: str | None,
-    ) -> None:
+    def __init__(self, settings: Settings, transport: Transport, store: DedupeStore) -> None:
+        self._settings = settings
         self._transport = transport
         self._store = store
-        self._queue = EventQueue(max_buffer_events, max_buffer_bytes)
-        self._batch_limit = min(max_batch_events, MAX_BATCH_EVENTS)
-        self._flush_interval = flush_interval
-        self._max_in_flight = max_in_flight
-        self._claim_timeout = claim_timeout
-        self._dedupe_ttl = dedupe_ttl
-        self._retry_max_time = retry_max_time
-        self._shutdown_timeout = shutdown_timeout
-        self._spool_path = spool_path
+        self._queue = EventQueue(settings.max_buffer_events, settings.max_buffer_bytes)
+        self._batch_limit = min(settings.max_batch_events, MAX_BATCH_EVENTS)
         self._batch_tasks: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
-        self._slots = asyncio.Semaphore(max_in_flight)
+        self._slots = asyncio.Semaphore(settings.max_in_flight)
         self._sender_idle = False  # the sender waits for a first event: submit wakes it
         self._hurry = 0  # flushes in progress: batches go out without waiting to fill
         self._closed = False
         self._restored = False
-        self._log = RateLimitedLog(write_key)
+        self._log = RateLimitedLog(settings.segment_write_key)
 
     # -- the request path -------------------------------------------------------------
 
@@ -138,7 +116,7 @@ class Delivery:
             self._loop = loop
             self._wakeup = asyncio.Event()
             self._idle = asyncio.Event()
-            self._slots = asyncio.Semaphore(self._max_in_flight)
+            self._slots = asyncio.Semaphore(self._settings.max_in_flight)
             self._hurry = 0
             self._sender_idle = False
         self._task = loop.create_task(self._run(), name="optibase-delivery")
@@ -175,7 +153,7 @@ class Delivery:
             return
         tasks: list[asyncio.Task[None]] = []
         try:
-            await self.flush(self._shutdown_timeout if timeout is None else timeout)
+            await self.flush(self._settings.shutdown_timeout if timeout is None else timeout)
         finally:
             # Even when the flush itself is cancelled: nothing taken is lost. A
             # cancelled task settles nothing more, so what it held can be spooled
@@ -207,7 +185,7 @@ class Delivery:
     async def _run(self) -> None:
         self._restore_spool()
         queue = self._queue
-        interval = self._flush_interval
+        interval = self._settings.flush_interval
         while True:
             if not queue.incoming and not queue.in_hand and not queue.ready:
                 self._notify_if_idle()
@@ -254,8 +232,8 @@ class Delivery:
             return []
         try:
             # A store that hangs must not stall every batch behind it.
-            async with asyncio.timeout(self._claim_timeout):
-                claimed = await self._store.claim_many(keys, self._dedupe_ttl)
+            async with asyncio.timeout(self._settings.request_timeout):
+                claimed = await self._store.claim_many(keys, self._settings.dedupe_ttl)
             if len(claimed) != len(keys):
                 raise ValueError(f"claim_many answered {len(claimed)} of {len(keys)} keys")
             return claimed
@@ -285,7 +263,7 @@ class Delivery:
 
     def _dispatch_batches(self) -> None:
         while (taken := self._queue.next_batch(self._batch_limit)) is not None:
-            self._start_batch(*taken, time.monotonic() + self._retry_max_time)
+            self._start_batch(*taken, time.monotonic() + self._settings.retry_max_time)
 
     def _start_batch(self, key: int, messages: list[bytes], deadline: float) -> None:
         assert self._loop is not None
@@ -364,7 +342,7 @@ class Delivery:
         self._notify_if_idle()  # wakes a flush() waiting elsewhere
         if not leftovers:
             return
-        path = self._spool_path
+        path = self._settings.spool_path
         if path is None:
             self._queue.lost(len(leftovers))
             self._log.warning(
@@ -382,7 +360,7 @@ class Delivery:
 
     def _restore_spool(self) -> None:
         """Take over the spool left by an earlier process (once; a short blocking read)."""
-        path = self._spool_path
+        path = self._settings.spool_path
         if self._restored or path is None:
             return
         self._restored = True

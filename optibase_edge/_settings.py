@@ -43,10 +43,6 @@ def _not_negative(name: str, value: float) -> None:
         raise ConfigError(f"{name} must be >= 0, got {value!r}")
 
 
-def _bounds(check: Callable[[str, float], None]) -> dict[str, Any]:
-    return {"check": check}
-
-
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     """Validated settings. Built by ``Optibase``; read everywhere else.
@@ -65,22 +61,21 @@ class Settings:
     events_path: Path = Path("optibase-events.jsonl")
     spool_path: Path | None = None
     cookie_name: str = "optibase_vid"
-    cookie_max_age: int = field(default=400 * _DAY, metadata=_bounds(_positive))
+    cookie_max_age: int = field(default=400 * _DAY, metadata={"check": _positive})
     cookie_secure: bool | None = None
     prefix: str = "/_optibase"
     inject_script: bool | None = None
     csp_nonce: CspNonce | None = None
-    dedupe_ttl: float = field(default=400.0 * _DAY, metadata=_bounds(_positive))
-    max_buffer_events: int = field(default=10_000, metadata=_bounds(_positive))
-    max_buffer_bytes: int = field(default=16 * 1024 * 1024, metadata=_bounds(_positive))
-    max_batch_events: int = field(default=100, metadata=_bounds(_positive))
-    flush_interval: float = field(default=0.5, metadata=_bounds(_positive))
-    max_in_flight: int = field(default=4, metadata=_bounds(_positive))
-    request_timeout: float = field(default=10.0, metadata=_bounds(_positive))
-    retry_max_time: float = field(default=300.0, metadata=_bounds(_positive))
-    shutdown_timeout: float = field(default=5.0, metadata=_bounds(_not_negative))
+    dedupe_ttl: float = field(default=400.0 * _DAY, metadata={"check": _positive})
+    max_buffer_events: int = field(default=10_000, metadata={"check": _positive})
+    max_buffer_bytes: int = field(default=16 * 1024 * 1024, metadata={"check": _positive})
+    max_batch_events: int = field(default=100, metadata={"check": _positive})
+    flush_interval: float = field(default=0.5, metadata={"check": _positive})
+    max_in_flight: int = field(default=4, metadata={"check": _positive})
+    request_timeout: float = field(default=10.0, metadata={"check": _positive})
+    retry_max_time: float = field(default=300.0, metadata={"check": _positive})
+    shutdown_timeout: float = field(default=5.0, metadata={"check": _not_negative})
 
-    development: bool = field(init=False)
     signing_keys: tuple[str, ...] = field(init=False, repr=False)
     conversions_by_id: Mapping[str, Conversion] = field(init=False, repr=False, compare=False)
 
@@ -115,9 +110,13 @@ class Settings:
         if not prefix.startswith("/") or len(prefix) < 2:
             raise ConfigError(f"prefix must be a path like '/_optibase', got {self.prefix!r}")
         object.__setattr__(self, "prefix", prefix)
-        object.__setattr__(self, "development", not keys)
         object.__setattr__(self, "signing_keys", keys or (os.urandom(32).hex(),))
         object.__setattr__(self, "conversions_by_id", {c.id: c for c in self.conversions})
+
+    @property
+    def development(self) -> bool:
+        """No secret key: an ephemeral one signs cookies, and events go to ``events_path``."""
+        return not self.secret_keys
 
     @property
     def segment_base_url(self) -> str:

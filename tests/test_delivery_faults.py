@@ -46,6 +46,7 @@ from optibase_edge._delivery.sender import Delivery
 from optibase_edge._events import Event
 from optibase_edge._segment import message_id
 from optibase_edge._settings import Settings
+from tests.support.accounting import balanced
 from tests.support.capture import BAD_MARKER, SegmentCapture
 from tests.support.closing_server import ClosingServer
 from tests.support.events import conversion, conversions, identify
@@ -107,11 +108,6 @@ def ids(events: Sequence[Event]) -> set[str]:
     return {message_id(e) for e in events}
 
 
-def identity(stats: dict[str, int]) -> bool:
-    settled = stats["sent"] + stats["dropped"] + stats["failed"] + stats["deduped"]
-    return stats["accepted"] == settled + stats["pending"]
-
-
 @asynccontextmanager
 async def watching(ob: Delivery | Optibase) -> AsyncIterator[list[dict[str, int]]]:
     """Sample ob.stats() every few ms while the body runs; fail on any broken identity."""
@@ -128,7 +124,7 @@ async def watching(ob: Delivery | Optibase) -> AsyncIterator[list[dict[str, int]
     finally:
         task.cancel()
         samples.append(ob.stats())
-    broken = [s for s in samples if not identity(s)]
+    broken = [s for s in samples if not balanced(s)]
     assert len(samples) > 5 and not broken, broken[:3]
 
 
@@ -279,7 +275,7 @@ async def test_the_site_keeps_answering_while_the_sink_hangs(sink: SegmentCaptur
     # Loose: a page never waits for the sink (which would take seconds here).
     assert max(latencies) < 1.0, latencies
     stats = ob.stats()
-    assert stats["accepted"] == 80 and identity(stats)
+    assert stats["accepted"] == 80 and balanced(stats)
 
 
 # -- backpressure and limits ------------------------------------------------------------
@@ -294,7 +290,7 @@ async def test_buffer_full_drops_and_submit_stays_fast() -> None:
     elapsed = time.perf_counter() - started
     assert elapsed < 1.0, elapsed  # ~1 µs a call in practice; generous on a busy machine
     stats = ob.stats()
-    assert (stats["dropped"], stats["pending"]) == (4800, 200) and identity(stats)
+    assert (stats["dropped"], stats["pending"]) == (4800, 200) and balanced(stats)
     await ob.aclose(timeout=0)
 
 

@@ -15,11 +15,7 @@ from optibase_edge._delivery.batching import take_batch
 from optibase_edge._delivery.queue import EventQueue
 from optibase_edge._events import Identify
 from optibase_edge._segment import BATCH_ENVELOPE_BYTES, MAX_BATCH_BYTES, batch_body
-
-
-def identity_holds(stats: dict[str, int]) -> bool:
-    settled = stats["sent"] + stats["dropped"] + stats["failed"] + stats["deduped"]
-    return stats["accepted"] == settled + stats["pending"] and min(stats.values()) >= 0
+from tests.support.accounting import balanced
 
 
 def event(n: int) -> Identify:
@@ -108,7 +104,7 @@ class QueueMachine(RuleBasedStateMachine):
     @invariant()
     def accounting_identity(self) -> None:
         stats = self.queue.stats()
-        assert identity_holds(stats), stats
+        assert balanced(stats) and min(stats.values()) >= 0, stats
         assert self.queue.buffered() <= self.queue.max_events
         held = sum(map(len, self.queue.ready)) + sum(len(m) for _, b in self.outstanding for m in b)
         assert self.queue.held_bytes() == held <= self.queue.max_bytes

@@ -74,15 +74,14 @@ class EventQueue:
         self.incoming.append(event)
         return "queued"
 
-    def take(self, count: int) -> deque[Event]:
-        """Move *count* incoming events in hand, and return the in-hand deque."""
+    def take(self, count: int) -> None:
+        """Move up to *count* incoming events in hand."""
         incoming = self.incoming
         self.in_hand.extend(incoming.popleft() for _ in range(min(count, len(incoming))))
-        return self.in_hand
 
     def make_ready(self, message: bytes) -> bool:
         """Queue an encoded message for batching; False (dropped) over the byte bound."""
-        if self._ready_bytes + self._outstanding_bytes + len(message) > self.max_bytes:
+        if self.held_bytes() + len(message) > self.max_bytes:
             self.counts["dropped"] += 1
             return False
         self.ready.append(message)
@@ -93,8 +92,8 @@ class EventQueue:
         """Count one event that left the in-hand deque without becoming a message."""
         self.counts[outcome] += 1
 
-    def restore(self, messages: list[bytes]) -> int:
-        """Take messages back from a spool, and return how many found no room.
+    def restore(self, messages: list[bytes]) -> None:
+        """Take messages back from a spool.
 
         Those this process spooled itself are still counted as pending: taking
         them back moves them out of the spool, not into "accepted" a second time.
@@ -107,18 +106,15 @@ class EventQueue:
         counts["accepted"] += len(messages) - own
         counts["restored"] += len(messages)
         room = self.max_events - self.buffered()
-        bytes_room = self.max_bytes - self._ready_bytes - self._outstanding_bytes
-        dropped = 0
+        bytes_room = self.max_bytes - self.held_bytes()
         for message in messages:
             if room <= 0 or len(message) > bytes_room:
-                dropped += 1
+                counts["dropped"] += 1
                 continue
             room -= 1
             bytes_room -= len(message)
             self.ready.append(message)
             self._ready_bytes += len(message)
-        counts["dropped"] += dropped
-        return dropped
 
     # -- batches ----------------------------------------------------------------------
 
@@ -138,16 +134,15 @@ class EventQueue:
         self.counts["batches"] += 1
         return key
 
-    def settle(self, key: int, outcome: Settled | None) -> list[bytes] | None:
+    def settle(self, key: int, outcome: Settled | None) -> None:
         """Take batch *key* off the books, counted as *outcome* (None: it was split)."""
         batch = self._outstanding.pop(key, None)
         if batch is None:
-            return None
+            return
         self._outstanding_events -= len(batch)
         self._outstanding_bytes -= sum(map(len, batch))
         if outcome is not None:
             self.counts[outcome] += len(batch)
-        return batch
 
     def take_back(self) -> None:
         """Every outstanding batch back to the front of the ready queue, in order.

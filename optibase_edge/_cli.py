@@ -33,13 +33,27 @@ def _check(path: str) -> int:
 
 def _summarise(settings: Settings) -> None:
     for test in settings.tests:
-        weights = ", ".join(f"{v.id} ({v.weight:g})" for v in test.variants)
+        weights = ", ".join(
+            f"{v.id} ({v.weight:g}{f', serves {v.path}' if v.path else ''})" for v in test.variants
+        )
         pages = ", ".join(test.pages) or "assigned from views only"
         print(f"  test {test.id} [{test.status}, traffic {test.traffic:.0%}]: {weights}; {pages}")
     for conversion in settings.conversions:
         where = conversion.selector or conversion.url or "from code"
+        if conversion.from_browser:
+            where += " and from the browser"
         once = ", one per visitor" if conversion.one_per_visitor else ""
         print(f"  conversion {conversion.id} [{conversion.type.value}{once}]: {where}")
+    print(f"  hosts: {', '.join(settings.hosts) or 'any'}")
+    consent = "a callable decides" if settings.consent else "assumed"
+    gpc = ", Sec-GPC: 1 refuses it" if settings.honor_gpc else ", Sec-GPC ignored"
+    print(f"  consent: {consent}{gpc}")
+    preview = settings.preview_param
+    print(f"  previews: {f'?{preview}=test:variant' if preview else 'off'}")
+    print(f"  split-URL variants: {settings.split_url}")
+    print(f"  cache-control: {settings.cache_control or 'left to the app'}")
+    bots = settings.screen_bots
+    print(f"  bot screening: {'a callable decides' if callable(bots) else 'on' if bots else 'off'}")
     if settings.development:
         print("  development mode: no secret key and no write key (events go to a local file)")
     elif not settings.segment_write_key:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,6 +18,8 @@ from typing import Literal
 TestStatus = Literal["running", "paused", "stopped"]
 
 _MAX_ID_LENGTH = 200
+# A path of the app: no scheme or host ("//evil.example" is a host), no query or fragment.
+_SPLIT_PATH = re.compile(r"^/(?!/)[^?#\s]*$")
 
 
 class ConfigError(ValueError):
@@ -36,7 +39,9 @@ class Variant:
     """One arm of a test.
 
     ``weight`` is relative to the other variants' weights (default 1).
-    ``path`` is reserved for split-URL variants.
+    ``path`` makes it a split-URL variant: a visitor in it is served the page at
+    ``path`` (a path of the same app) for the test's pages, by an internal
+    rewrite or a redirect (the ``split_url`` setting).
     """
 
     id: str
@@ -54,6 +59,13 @@ class Variant:
         ):
             raise ConfigError(
                 f"variants[{self.id}].weight must be a number > 0, got {self.weight!r}"
+            )
+        if self.path is not None and not (
+            isinstance(self.path, str) and _SPLIT_PATH.match(self.path)
+        ):
+            raise ConfigError(
+                f"variants[{self.id}].path must be a path of this site like '/landing-b' "
+                f"(no query, fragment or host), got {self.path!r}"
             )
 
 
@@ -118,6 +130,12 @@ class Test:
                     raise ConfigError(f"{where}.{name} must be a datetime, got {value!r}")
                 if value.tzinfo is None:
                     object.__setattr__(self, name, value.replace(tzinfo=UTC))
+        split = [v.id for v in variants if v.path is not None]
+        if split and not pages:
+            raise ConfigError(
+                f"{where}.variants[{split[0]}].path needs the test to have pages: a split-URL "
+                "variant replaces one of the test's pages"
+            )
         if self.starts_at and self.ends_at and self.ends_at <= self.starts_at:
             raise ConfigError(f"{where}.ends_at must be after starts_at")
         if self.seed is not None and not isinstance(self.seed, str):
@@ -140,7 +158,14 @@ class Test:
 
 @dataclass(frozen=True, slots=True)
 class Conversion:
-    """A goal: a CLICK on ``selector``, a PAGE_VIEW of ``url``, or a PROGRAMMATIC call."""
+    """A goal: a CLICK on ``selector``, a PAGE_VIEW of ``url``, or a PROGRAMMATIC call.
+
+    A PROGRAMMATIC conversion is fired by your server code. Only with
+    ``from_browser=True`` may a page fire it too, with
+    ``window.optibaseSendConversionEvent(id)``: anything a browser may send,
+    any visitor can send, as often as they like. CLICK conversions are
+    browser-fired by nature.
+    """
 
     id: str
     type: ConversionType
@@ -148,6 +173,7 @@ class Conversion:
     selector: str | None = None
     url: str | None = None
     name: str | None = None
+    from_browser: bool = False
 
     def __post_init__(self) -> None:
         _check_id(self.id, "conversion.id")
@@ -164,6 +190,18 @@ class Conversion:
                 raise ConfigError(f"{where}.url is required for a PAGE_VIEW conversion")
             if not self.url.startswith("/"):
                 raise ConfigError(f"{where}.url {self.url!r} must be a path pattern starting '/'")
+        if not isinstance(self.from_browser, bool):
+            raise ConfigError(f"{where}.from_browser must be true or false")
+        if self.from_browser and self.type is ConversionType.PAGE_VIEW:
+            raise ConfigError(
+                f"{where}.from_browser applies to PROGRAMMATIC conversions; a PAGE_VIEW "
+                "conversion is detected by the server"
+            )
+
+    @property
+    def browser_may_fire(self) -> bool:
+        """The collector accepts this conversion from a page's script."""
+        return self.type is ConversionType.CLICK or self.from_browser
 
 
 def _check_id(value: object, what: str) -> None:

@@ -20,7 +20,16 @@ from ._delivery.transports import JsonLinesTransport, SegmentTransport, Transpor
 from ._events import ConversionTriggered, Event, RequestContext
 from ._pages import PageRules
 from ._seen import LocalSeen
-from ._settings import CspNonce, Region, Settings, from_environment
+from ._settings import (
+    BotScreen,
+    CacheControl,
+    Consent,
+    CspNonce,
+    Region,
+    Settings,
+    SplitUrl,
+    from_environment,
+)
 from ._toml import read_toml
 
 logger = logging.getLogger("optibase_edge")
@@ -76,6 +85,13 @@ class Optibase:
         request_timeout: float = Settings.request_timeout,
         retry_max_time: float = Settings.retry_max_time,
         shutdown_timeout: float = Settings.shutdown_timeout,
+        hosts: Sequence[str] = Settings.hosts,
+        consent: Consent | None = Settings.consent,
+        honor_gpc: bool = Settings.honor_gpc,
+        preview_param: str | None = Settings.preview_param,
+        split_url: SplitUrl = Settings.split_url,
+        cache_control: CacheControl | None = Settings.cache_control,
+        screen_bots: bool | BotScreen = Settings.screen_bots,
     ) -> None:
         settings = Settings(
             tests=tuple(tests),
@@ -104,6 +120,13 @@ class Optibase:
             request_timeout=request_timeout,
             retry_max_time=retry_max_time,
             shutdown_timeout=shutdown_timeout,
+            hosts=tuple(hosts),
+            consent=consent,
+            honor_gpc=honor_gpc,
+            preview_param=preview_param,
+            split_url=split_url,
+            cache_control=cache_control,
+            screen_bots=screen_bots,
         )
         self._settings = settings
         if settings.development:

@@ -22,6 +22,10 @@ from ._config import ConfigError, Conversion, Test, check_unique
 
 Region = Literal["us", "eu"]
 CspNonce = str | Callable[[Mapping[str, Any]], str | None]
+Consent = Callable[[Mapping[str, Any]], bool]
+BotScreen = Callable[[str], bool]
+SplitUrl = Literal["rewrite", "redirect"]
+CacheControl = Literal["private"]
 
 SEGMENT_BASE_URLS: Mapping[str, str] = {
     "us": "https://api.segment.io",
@@ -30,6 +34,8 @@ SEGMENT_BASE_URLS: Mapping[str, str] = {
 
 _COOKIE_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$")
 _HTTP_BASE_URL = re.compile(r"^https?://[^/\s]+")
+_HOST_PATTERN = re.compile(r"^(?:\*\.)?[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?$")
+_QUERY_NAME = re.compile(r"^[A-Za-z0-9_.~-]+$")
 _DAY = 24 * 3600
 
 
@@ -75,6 +81,14 @@ class Settings:
     request_timeout: float = field(default=10.0, metadata={"check": _positive})
     retry_max_time: float = field(default=300.0, metadata={"check": _positive})
     shutdown_timeout: float = field(default=5.0, metadata={"check": _not_negative})
+    # Experiment controls: where and for whom tests run, and how variants are served.
+    hosts: tuple[str, ...] = ()
+    consent: Consent | None = None
+    honor_gpc: bool = True
+    preview_param: str | None = "optibase_preview"
+    split_url: SplitUrl = "rewrite"
+    cache_control: CacheControl | None = "private"
+    screen_bots: bool | BotScreen = True
 
     signing_keys: tuple[str, ...] = field(init=False, repr=False)
     conversions_by_id: Mapping[str, Conversion] = field(init=False, repr=False, compare=False)
@@ -110,6 +124,19 @@ class Settings:
         if not prefix.startswith("/") or len(prefix) < 2:
             raise ConfigError(f"prefix must be a path like '/_optibase', got {self.prefix!r}")
         object.__setattr__(self, "prefix", prefix)
+        hosts = tuple(host.strip().lower().rstrip(".") for host in self.hosts)
+        for host in hosts:
+            if not _HOST_PATTERN.match(host):
+                raise ConfigError(
+                    f"hosts: {host!r} must be a host name like 'www.example.com' or "
+                    "'*.example.com' (no scheme, port or path)"
+                )
+        object.__setattr__(self, "hosts", hosts)
+        if self.preview_param is not None and not _QUERY_NAME.match(self.preview_param):
+            raise ConfigError(
+                f"preview_param {self.preview_param!r} must be a query parameter name "
+                "(letters, digits, '_', '-', '.', '~') or None"
+            )
         object.__setattr__(self, "signing_keys", keys or (os.urandom(32).hex(),))
         object.__setattr__(self, "conversions_by_id", {c.id: c for c in self.conversions})
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from bisect import bisect_right
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Any
@@ -29,6 +30,8 @@ class Plan:
     test: Test
     variant_ids: tuple[str, ...]
     thresholds: tuple[float, ...]
+    # {variant_id: path} for split-URL variants; empty for most tests.
+    split_paths: Mapping[str, str]
     # A keyed hasher made once: each assignment copies it instead of keying anew.
     _hasher: Any = field(repr=False, compare=False)
 
@@ -40,7 +43,8 @@ def compile_test(test: Test) -> Plan:
     total = sum(weights)
     thresholds = tuple(c / total for c in accumulate(weights))
     hasher = hashlib.blake2b(digest_size=16, key=key, person=b"optibase-assign")
-    return Plan(test, tuple(v.id for v in test.variants), thresholds, hasher)
+    split_paths = {v.id: v.path for v in test.variants if v.path is not None}
+    return Plan(test, tuple(v.id for v in test.variants), thresholds, split_paths, hasher)
 
 
 def buckets(plan: Plan, visitor_id: str) -> tuple[float, float]:

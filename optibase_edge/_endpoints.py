@@ -2,8 +2,11 @@
 
 Everything a client sends here is hostile until proven otherwise: the visitor
 comes only from the signed cookie, the body is size-capped JSON naming a
-conversion of the right type on a page of this site, and every refusal is a
-short 4xx. Nothing here answers 5xx.
+conversion of the right type on a page of this site, a PROGRAMMATIC conversion
+is accepted only when its definition says a browser may fire it
+(``from_browser=True``: any visitor can post anything a page can), and every
+refusal is a short 4xx. Nothing here answers 5xx. A preview session, another
+host or a visitor without consent is answered as usual and records nothing.
 """
 
 from __future__ import annotations
@@ -89,9 +92,7 @@ class Endpoints:
     async def _variants(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] != "GET":
             raise _Refused(405, "method not allowed")
-        visitor = Visitor(
-            self._optibase, scope, read_cookie(scope["headers"], self._optibase._cookie_name)
-        )
+        visitor = self._visitor(scope, read_cookie(scope["headers"], self._optibase._cookie_name))
         payload = {
             "visitor_id": visitor.id,
             "variants": [
@@ -137,22 +138,33 @@ class Endpoints:
         if not isinstance(referrer, str) or len(referrer) > _MAX_URL_LENGTH:
             raise _Refused(400, "referrer must be a string")
 
-        token = read_cookie(scope["headers"], optibase._cookie_name)
-        record = optibase._codec.decode(token) if token else None
-        if record is None:
-            raise _Refused(403, "no valid visitor cookie")
         conversion = optibase.settings.conversions_by_id.get(conversion_id)
         if conversion is None:
             raise _Refused(404, "unknown conversion_id")
         if conversion.type is not _BEACON_TYPES[kind]:
             raise _Refused(400, f"conversion {conversion_id!r} is not a {kind} conversion")
+        if not conversion.browser_may_fire:
+            raise _Refused(403, f"conversion {conversion_id!r} is not fired from the browser")
 
-        visitor = Visitor(optibase, scope, token)
+        token = read_cookie(scope["headers"], optibase._cookie_name)
+        visitor = self._visitor(scope, token)
+        if visitor._quiet():
+            # A preview, another host, no consent (or a bot): a well-formed beacon from
+            # a page this site served, that records nothing, as the page itself did.
+            await _no_content(send)
+            return
+        if token is None or optibase._codec.decode(token) is None:
+            raise _Refused(403, "no valid visitor cookie")
         # The beacon's request is not the page's: the page and its referrer come from the body.
         context = visitor._request_context()._replace(url=url, referrer=referrer or None)
         visitor._fire(conversion, origin_url=url, context=context)
-        await send({"type": "http.response.start", "status": 204, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
+        await _no_content(send)
+
+
+    def _visitor(self, scope: Scope, token: str | None) -> Visitor:
+        previews = self._optibase._previews
+        forced = previews.from_cookie(scope) if previews is not None else {}
+        return Visitor(self._optibase, scope, token, forced)
 
 
 def _refuse_cross_site(scope: Scope) -> None:
@@ -203,6 +215,11 @@ async def _read_body(scope: Scope, receive: Receive) -> bytes:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+async def _no_content(send: Send) -> None:
+    await send({"type": "http.response.start", "status": 204, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
 
 
 async def _json(send: Send, status: int, payload: dict[str, Any]) -> None:

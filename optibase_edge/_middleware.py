@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Mapping
+from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ._assignment import Plan
+from ._caching import for_one_visitor, not_stored
 from ._client_script import ClientScript
 from ._config import Conversion, ConversionType
 from ._cookie import read_cookie, set_cookie_header
@@ -21,6 +25,7 @@ logger = logging.getLogger("optibase_edge")
 SCOPE_KEY = "optibase.visitor"
 _INJECTING = "optibase.injecting"  # set in the scope by the first middleware that injects
 _TAG_CACHE_SIZE = 16_384
+_NO_PREVIEW: Mapping[str, str] = {}
 
 
 class OptibaseMiddleware:
@@ -30,7 +35,10 @@ class OptibaseMiddleware:
     lazily loaded :class:`Visitor` (``get_visitor(request)``); the tests whose
     ``pages`` match the path are assigned on GET; PAGE_VIEW conversions fire when
     a matching GET ends in a 2xx; the visitor cookie is set on the response only
-    when it changed. The endpoints under ``prefix`` (``/_optibase``) are served
+    when it changed. A visitor in a split-URL variant is served the variant's
+    path (rewritten inside the app, or redirected). A response that depended on
+    its visitor is marked ``Cache-Control: private`` so no shared cache hands it
+    to someone else. The endpoints under ``prefix`` (``/_optibase``) are served
     here. Lifespan startup starts delivery and shutdown flushes it. Nothing here
     turns a page into an error: a failure of this library is logged and the page
     is served as if the middleware were not there.
@@ -48,6 +56,9 @@ class OptibaseMiddleware:
             inject = any(c.type is ConversionType.CLICK for c in settings.conversions)
         self._inject = inject
         self._script_marker = f"{settings.prefix}/script.js".encode()
+        self._previews = optibase._previews
+        self._private_responses = settings.cache_control is not None
+        self._redirect_split = settings.split_url == "redirect"
         self._openings: OrderedDict[tuple[str, str, int], str] = OrderedDict()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -65,22 +76,41 @@ class OptibaseMiddleware:
         if route.startswith(self._prefix):
             await self._endpoints(scope, receive, send, route)
             return
-        visitor = Visitor(optibase, scope, read_cookie(scope["headers"], optibase._cookie_name))
+        token = read_cookie(scope["headers"], optibase._cookie_name)
+        forced, preview_cookie = _NO_PREVIEW, None
+        if self._previews is not None:
+            try:
+                forced, preview_cookie = self._previews.read(scope)
+            except Exception:
+                logger.exception("optibase: reading the preview failed; serving without one")
+        visitor = Visitor(optibase, scope, token, forced)
         scope[SCOPE_KEY] = visitor
         page_views: tuple[Conversion, ...] = ()
+        split_path = None
         is_get = scope["method"] == "GET"
         if is_get:
             try:
                 plans, page_views = optibase._pages.for_path(route)
                 if plans:
                     visitor._assign_page(plans)
+                    split_path = _split_path(plans, visitor)
             except Exception:
                 logger.exception("optibase: assigning tests failed; serving the page without")
-        responder = _Responder(self, scope, send, visitor, page_views, self._inject and is_get)
+        app_scope = scope
+        if split_path is not None and not self._redirect_split:
+            app_scope = _rewritten(scope, split_path)
+        responder = _Responder(
+            self, app_scope, send, visitor, page_views, self._inject and is_get, preview_cookie
+        )
         try:
-            await self.app(scope, receive, responder.send)
+            if split_path is not None and self._redirect_split:
+                await _redirect(responder.send, _under_root(split_path, scope), scope)
+            else:
+                await self.app(app_scope, receive, responder.send)
         finally:
-            scope.pop(SCOPE_KEY, None)  # the visitor refers to the scope: end the cycle for GC
+            # The visitor refers to the scope: end the cycle for GC.
+            scope.pop(SCOPE_KEY, None)
+            app_scope.pop(SCOPE_KEY, None)
 
     def _injector_for(self, start: Message, visitor: Visitor, scope: Scope) -> HtmlInjector | None:
         html = length_declared = False
@@ -159,15 +189,17 @@ class OptibaseMiddleware:
 
 
 class _Responder:
-    """One response's state: PAGE_VIEW conversions, the cookie, the script tag, the length.
+    """One response's state: PAGE_VIEW conversions, cookies, caching, the script tag, the length.
 
-    On ``http.response.start`` the conversions fire (2xx only), the cookie is
-    added when it changed, and an injector is chosen for an uncompressed HTML
-    body. If the start declares a Content-Length that injection will change, it
-    is held back until the first body message, then released with the new
-    length (or none, for a streamed body: the server chunks it). Any other
-    message, ``http.response.pathsend`` and ``zerocopysend`` included, releases a
-    held start unchanged: nothing is injected into a file sent by path.
+    On ``http.response.start`` the conversions fire (2xx only), the cookies are
+    added when they changed, an injector is chosen for an uncompressed HTML
+    body, and a response that depended on its visitor is made private (a
+    preview's, not stored at all). If the start declares a Content-Length that
+    injection will change, it is held back until the first body message, then
+    released with the new length (or none, for a streamed body: the server
+    chunks it). Any other message, ``http.response.pathsend`` and
+    ``zerocopysend`` included, releases a held start unchanged: nothing is
+    injected into a file sent by path.
     """
 
     __slots__ = (
@@ -176,6 +208,7 @@ class _Responder:
         "_injector",
         "_middleware",
         "_page_views",
+        "_preview_cookie",
         "_scope",
         "_send",
         "_visitor",
@@ -189,8 +222,10 @@ class _Responder:
         visitor: Visitor,
         page_views: tuple[Conversion, ...],
         inject: bool,
+        preview_cookie: tuple[bytes, bytes] | None,
     ) -> None:
         self._middleware = middleware
+        self._preview_cookie = preview_cookie
         self._scope = scope
         self._send = send
         self._visitor = visitor
@@ -236,10 +271,60 @@ class _Responder:
                 self._injector = self._middleware._injector_for(message, visitor, self._scope)
             if visitor._cookie_changed():
                 message = self._middleware._set_cookie(message, visitor, self._scope)
+            if self._preview_cookie is not None:
+                headers = [*message.get("headers", ()), self._preview_cookie]
+                message = {**message, "headers": headers}
+            if self._middleware._private_responses:
+                message = self._cache_safe(message)
         except Exception:
             self._injector = None
             logger.exception("optibase: could not finish the visitor; response unchanged")
         return message
+
+    def _cache_safe(self, message: Message) -> Message:
+        visitor = self._visitor
+        if visitor._forced or self._preview_cookie is not None:
+            return {**message, "headers": not_stored(message.get("headers", ()))}
+        if visitor._id is None:
+            return message  # nothing about the visitor was used: the app's caching stands
+        headers = for_one_visitor(message.get("headers", ()), drop_etag=self._injector is not None)
+        return {**message, "headers": headers}
+
+
+def _split_path(plans: tuple[Plan, ...], visitor: Visitor) -> str | None:
+    """The path of the split-URL variant this visitor is in, on a page of these tests."""
+    for plan in plans:
+        if plan.split_paths:
+            variant = visitor._variant(plan)
+            if variant is not None and variant in plan.split_paths:
+                return plan.split_paths[variant]
+    return None
+
+
+def _under_root(path: str, scope: Scope) -> str:
+    """*path* of the app, as a full path when the server puts ``root_path`` in ``path``."""
+    root_path: str = scope.get("root_path", "")
+    if root_path and scope["path"].startswith(root_path):
+        return root_path + path
+    return path
+
+
+def _rewritten(scope: Scope, path: str) -> Scope:
+    """A copy of *scope* for the app to route *path* instead.
+
+    The visitor (and so every event) keeps the original scope: the URL that was
+    asked for, query string included, is the one on record.
+    """
+    location = _under_root(path, scope)
+    return {**scope, "path": location, "raw_path": quote(location).encode()}
+
+
+async def _redirect(send: Send, location: str, scope: Scope) -> None:
+    query: bytes = scope.get("query_string", b"")
+    target = quote(location).encode() + (b"?" + query if query else b"")
+    headers = [(b"location", target), (b"content-length", b"0")]
+    await send({"type": "http.response.start", "status": 302, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})
 
 
 def _route_path(path: str, scope: Scope) -> str:

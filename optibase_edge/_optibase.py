@@ -6,7 +6,7 @@ import logging
 import os
 import time
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -14,11 +14,14 @@ from typing import Any
 from ._assignment import Plan, compile_test
 from ._config import Conversion, Test
 from ._cookie import CookieCodec
+from ._delivery.log import RateLimitedLog
 from ._delivery.sender import Delivery
 from ._delivery.stores import DedupeStore, MemoryStore
 from ._delivery.transports import JsonLinesTransport, SegmentTransport, Transport
 from ._events import ConversionTriggered, Event, RequestContext
+from ._hosts import HostAllowList
 from ._pages import PageRules
+from ._preview import Previews
 from ._seen import LocalSeen
 from ._settings import (
     BotScreen,
@@ -151,6 +154,13 @@ class Optibase:
         self._codec = CookieCodec(settings.signing_keys)
         self._seen = LocalSeen()
         self._cookie_name = settings.cookie_name.encode("latin-1")
+        self._consent_log = RateLimitedLog(None)
+        self._hosts = HostAllowList(settings.hosts) if settings.hosts else None
+        self._previews = (
+            Previews(settings, settings.preview_param, self._plans)
+            if settings.preview_param
+            else None
+        )
         self._schedule_boundaries = sorted(
             {when.timestamp() for t in settings.tests for when in (t.starts_at, t.ends_at) if when}
         )
@@ -218,6 +228,28 @@ class Optibase:
         if not self._schedule_boundaries:
             return True
         return test.is_running(datetime.now().astimezone())
+
+    def _admits(self, scope: Mapping[str, Any], headers: Mapping[bytes, bytes]) -> bool:
+        """The request may take part in tests: an allowed host, and the visitor's consent.
+
+        Without it the visitor is outside every test, as a bot is, and their
+        cookie is neither read nor written. A ``consent`` callable that fails
+        counts as no consent: it is the safe side of a privacy decision.
+        """
+        if self._hosts is not None and not self._hosts.allows(headers.get(b"host")):
+            return False
+        settings = self._settings
+        if settings.honor_gpc and headers.get(b"sec-gpc", b"").strip() == b"1":
+            return False
+        if settings.consent is not None:
+            try:
+                return settings.consent(scope) is True
+            except Exception as exc:
+                self._consent_log.warning(
+                    "consent", f"optibase: consent callable failed ({exc!r}); treated as no consent"
+                )
+                return False
+        return True
 
     def _schedule_epoch(self) -> int:
         """A number that changes whenever a scheduled test starts or ends.

@@ -15,12 +15,18 @@ _CACHE_SIZE = 4096
 class PageRules:
     """The ``pages`` globs of tests and the ``url`` globs of PAGE_VIEW conversions.
 
-    A trailing slash never matters (``/pricing/`` is ``/pricing``). Answers are
-    cached per path, in a bounded cache: paths come from clients.
+    A trailing slash never matters (``/pricing/`` is ``/pricing``). A test is not
+    assigned on the paths of its own split-URL variants: they are what its pages
+    become, not pages of it. Answers are cached per path, in a bounded cache:
+    paths come from clients.
     """
 
     def __init__(self, plans: Sequence[Plan], conversions: Sequence[Conversion]) -> None:
-        self._tests = [(p, _compile(p.test.pages)) for p in plans if p.test.pages]
+        self._tests = [
+            (p, _compile(p.test.pages), frozenset(_trim(path) for path in p.split_paths.values()))
+            for p in plans
+            if p.test.pages
+        ]
         self._conversions = [
             (c, _compile([c.url]))
             for c in conversions
@@ -34,7 +40,11 @@ class PageRules:
         if found is None:
             trimmed = _trim(path)
             found = (
-                tuple(p for p, rx in self._tests if rx.match(trimmed)),
+                tuple(
+                    p
+                    for p, rx, own_variants in self._tests
+                    if rx.match(trimmed) and trimmed not in own_variants
+                ),
                 tuple(c for c, rx in self._conversions if rx.match(trimmed)),
             )
             if len(self._by_path) >= _CACHE_SIZE:

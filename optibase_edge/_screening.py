@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Literal
 
-Audience = Literal["visitor", "bot", "prefetch"]
+# "outside": another host or no consent; "preview": a tester forcing variants.
+Audience = Literal["visitor", "bot", "prefetch", "preview", "outside"]
 
 # Self-declared crawlers, link previewers and headless browsers. Deliberately
 # conservative: a person wrongly taken for a bot is lost from the results, while

@@ -15,6 +15,9 @@ from ._screening import Audience, audience
 if TYPE_CHECKING:
     from ._optibase import Optibase
 
+_NONE_FORCED: Mapping[str, str] = {}
+_OUTSIDE_TESTS = frozenset({"bot", "outside"})
+
 
 class Visitor:
     """The visitor of the current request: ``get_visitor(request)`` returns it.
@@ -23,6 +26,11 @@ class Visitor:
     Bots and prefetches are told apart only when something new would happen
     (a first visit, a new assignment, a conversion): they record nothing and
     their cookie is not written, and bots are outside every test.
+
+    On a host not in ``hosts``, or without consent, the visitor is outside
+    every running test and records nothing; their cookie is neither read nor
+    written, so ``id`` is a fresh ID on each request. A preview shows its
+    forced variants and records nothing either.
     """
 
     __slots__ = (
@@ -30,6 +38,7 @@ class Visitor:
         "_audience",
         "_changed",
         "_context",
+        "_forced",
         "_headers",
         "_id",
         "_is_new",
@@ -40,8 +49,15 @@ class Visitor:
         "_user_id",
     )
 
-    def __init__(self, optibase: Optibase, scope: Mapping[str, Any], token: str | None) -> None:
+    def __init__(
+        self,
+        optibase: Optibase,
+        scope: Mapping[str, Any],
+        token: str | None,
+        forced: Mapping[str, str] = _NONE_FORCED,
+    ) -> None:
         self._optibase = optibase
+        self._forced = forced
         self._scope = scope
         self._token = token
         self._id: str | None = None
@@ -71,8 +87,9 @@ class Visitor:
         """The variant this visitor sees in *test_id*, assigning it on first use.
 
         None when the test is unknown, not running, or the visitor is outside its
-        traffic share (bots are outside every test). A stopped test with a winner
-        shows the winner to everyone.
+        traffic share (bots, other hosts and visitors without consent are outside
+        every test). A stopped test with a winner shows the winner to everyone; a
+        preview shows its forced variant, whatever the test's status.
         """
         plan = self._optibase._plans.get(test_id)
         if plan is None:
@@ -86,13 +103,16 @@ class Visitor:
             self._load()
         optibase = self._optibase
         plans = optibase._plans
-        return {
+        active = {
             test_id: variant_id
             for test_id, variant_id in self._assignments.items()
             if (plan := plans.get(test_id)) is not None
             and variant_id in plan.variant_ids
             and optibase._is_running(plan.test)
         }
+        if self._forced:
+            active.update(self._forced)
+        return active
 
     async def convert(self, conversion_id: str, *, origin_url: str | None = None) -> None:
         """Record a conversion for this visitor.
@@ -175,6 +195,11 @@ class Visitor:
 
     def _load(self) -> None:
         optibase = self._optibase
+        if not optibase._admits(self._scope, self._header_map()):
+            self._id = new_visitor_id()
+            self._assignments = {}
+            self._audience = "preview" if self._forced else "outside"
+            return
         record = optibase._codec.decode(self._token) if self._token else None
         if record is not None:
             self._id = record.visitor_id
@@ -193,6 +218,8 @@ class Visitor:
 
     def _variant(self, plan: Plan) -> str | None:
         test = plan.test
+        if self._forced and test.id in self._forced:
+            return self._forced[test.id]
         optibase = self._optibase
         if not optibase._is_running(test):
             return test.winner if test.status == "stopped" else None
@@ -200,7 +227,7 @@ class Visitor:
         stored = self._assignments.get(test.id)
         if stored is not None and stored in plan.variant_ids:
             return stored
-        if self._screen() == "bot":
+        if self._screen() in _OUTSIDE_TESTS:
             return None
         chosen = choose(plan, visitor_id)
         if chosen is None:
@@ -229,8 +256,13 @@ class Visitor:
         return chosen
 
     def _screen(self) -> Audience:
+        if self._id is None:
+            self._load()  # a visitor outside the tests is known as such once loaded
         if self._audience is None:
-            self._audience = audience(self._header_map())
+            if self._forced:
+                self._audience = "preview"
+            else:
+                self._audience = audience(self._header_map())
         return self._audience
 
     def _header_map(self) -> dict[bytes, bytes]:

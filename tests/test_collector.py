@@ -31,7 +31,8 @@ def make_site(events: Path) -> tuple[Starlette, Optibase]:
         conversions=[
             Conversion("signup", ConversionType.CLICK, selector="#signup", one_per_visitor=True),
             Conversion("cta", ConversionType.CLICK, selector=".cta"),
-            Conversion("newsletter", ConversionType.PROGRAMMATIC),
+            Conversion("newsletter", ConversionType.PROGRAMMATIC, from_browser=True),
+            Conversion("purchase", ConversionType.PROGRAMMATIC),
             Conversion("pricing", ConversionType.PAGE_VIEW, url="/pricing"),
         ],
         secret_keys=["collector-secret"],
@@ -133,6 +134,16 @@ def test_browser_side_programmatic_conversion(
     assert beacon(client, body).status_code == 204
     (found,) = conversions()
     assert found["properties"]["conversion_type"] == "PROGRAMMATIC"
+
+
+def test_a_server_side_conversion_is_refused_from_the_browser(
+    client: TestClient, conversions: Callable[[], list[Any]]
+) -> None:
+    client.get("/landing")
+    refused = beacon(client, {"type": "conversion", "conversion_id": "purchase", "url": PAGE})
+    assert refused.status_code == 403
+    assert refused.json() == {"error": "conversion 'purchase' is not fired from the browser"}
+    assert conversions() == []
 
 
 @pytest.mark.parametrize(
@@ -239,6 +250,7 @@ json_values = st.recursive(
 # What the test site's conversions accept: {conversion_id: (beacon type, one per visitor)}.
 BEACONS = {"signup": ("click", True), "cta": ("click", False), "newsletter": ("conversion", False)}
 OTHER_CONVERSIONS = {"pricing"}  # a PAGE_VIEW: no beacon type fits it
+SERVER_ONLY = {"purchase"}  # PROGRAMMATIC without from_browser: the collector refuses it
 
 
 def expected_status(body: bytes, content_type: str) -> int:
@@ -258,6 +270,8 @@ def expected_status(body: bytes, content_type: str) -> int:
         return 400
     if conversion_id in OTHER_CONVERSIONS:
         return 400
+    if conversion_id in SERVER_ONLY:
+        return 403 if data["type"] == "conversion" else 400
     if conversion_id not in BEACONS:
         return 404
     return 204 if BEACONS[conversion_id][0] == data["type"] else 400
@@ -288,7 +302,9 @@ def on_this_site(url: Any) -> bool:
         st.fixed_dictionaries(
             {
                 "type": st.sampled_from(["click", "conversion", "other"]) | json_values,
-                "conversion_id": st.sampled_from(["signup", "cta", "newsletter", "pricing", "x"])
+                "conversion_id": st.sampled_from(
+                    ["signup", "cta", "newsletter", "purchase", "pricing", "x"]
+                )
                 | json_values,
                 "url": st.sampled_from(URLS) | json_values,
             },
@@ -304,6 +320,8 @@ def on_this_site(url: Any) -> bool:
 @example(body=json_body("click", "x"), content_type="application/json; charset=utf-8")
 @example(body=json_body("conversion", "cta"), content_type="application/json")
 @example(body=json_body("click", "pricing"), content_type="application/json")
+@example(body=json_body("conversion", "purchase"), content_type="application/json")
+@example(body=json_body("click", "purchase"), content_type="application/json")
 def test_any_input_gets_its_4xx_or_a_recorded_204_and_nothing_fails(
     client: TestClient,
     conversions: Callable[[], list[Any]],

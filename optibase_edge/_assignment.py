@@ -39,9 +39,10 @@ class Plan:
 def compile_test(test: Test) -> Plan:
     seed = test.seed if test.seed is not None else test.id
     key = hashlib.blake2b(seed.encode("utf-8", "surrogatepass"), digest_size=32).digest()
-    weights = [v.weight for v in test.variants]
-    total = sum(weights)
-    thresholds = tuple(c / total for c in accumulate(weights))
+    # The total is the last running sum, not sum(): from Python 3.12 on, sum() rounds
+    # differently, and an assignment must not move with the interpreter.
+    running = list(accumulate(v.weight for v in test.variants))
+    thresholds = tuple(c / running[-1] for c in running)
     hasher = hashlib.blake2b(digest_size=16, key=key, person=b"optibase-assign")
     split_paths = {v.id: v.path for v in test.variants if v.path is not None}
     return Plan(test, tuple(v.id for v in test.variants), thresholds, split_paths, hasher)

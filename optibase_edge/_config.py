@@ -103,6 +103,8 @@ class Test:
         if len(variants) < 2:
             raise ConfigError(f"{where}.variants needs at least two variants")
         check_unique([v.id for v in variants], f"{where}.variants")
+        if not math.isfinite(sum(v.weight for v in variants)):
+            raise ConfigError(f"{where}.variants: the weights add up to more than a float holds")
         object.__setattr__(self, "variants", variants)
         if isinstance(self.pages, str):
             raise ConfigError(f"{where}.pages must be a list of patterns, not a string")

@@ -9,7 +9,7 @@ from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ._assignment import Plan, compile_test
 from ._config import Conversion, Test
@@ -123,7 +123,8 @@ class Optibase:
             request_timeout=request_timeout,
             retry_max_time=retry_max_time,
             shutdown_timeout=shutdown_timeout,
-            hosts=tuple(hosts),
+            # Settings conforms it (a lone string is refused, not split into characters).
+            hosts=cast(tuple[str, ...], hosts),
             consent=consent,
             honor_gpc=honor_gpc,
             preview_param=preview_param,

@@ -100,6 +100,48 @@ def test_weight_of_wrong_type(weight: Any) -> None:
     raises_naming("variants[x].weight")(lambda: Variant("x", weight=weight))
 
 
+def test_weights_whose_sum_overflows() -> None:
+    huge = [Variant("a", weight=1e308), Variant("b", weight=1e308)]
+    raises_naming("tests[t].variants", "weights add up")(lambda: Test("t", huge))
+
+
+def test_split_url_variants_are_checked() -> None:
+    for path in ["landing-b", "//evil.example/x", "/b?x=1", "/b#top", "/b c", ""]:
+        raises_naming("variants[b].path")(lambda: Variant("b", path=path))
+    split = [Variant("a"), Variant("b", path="/landing-b")]
+    raises_naming("tests[t].variants[b].path", "pages")(lambda: Test("t", split))
+    assert Test("t", split, pages=["/landing"]).variants[1].path == "/landing-b"
+
+
+def test_only_a_programmatic_or_click_conversion_comes_from_the_browser() -> None:
+    raises_naming("conversions[p].from_browser")(
+        lambda: Conversion("p", ConversionType.PAGE_VIEW, url="/p", from_browser=True)
+    )
+    assert not Conversion("buy", ConversionType.PROGRAMMATIC).browser_may_fire
+    assert Conversion("lead", ConversionType.PROGRAMMATIC, from_browser=True).browser_may_fire
+    assert Conversion("c", ConversionType.CLICK, selector="#c").browser_may_fire
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "fragment"),
+    [
+        ("hosts", ["https://www.example.com"], "hosts"),
+        ("hosts", ["www.example.com:443"], "hosts"),
+        ("hosts", ["*"], "hosts"),
+        ("hosts", "www.example.com", "hosts"),
+        ("consent", True, "consent"),
+        ("honor_gpc", "yes", "honor_gpc"),
+        ("preview_param", "", "preview_param"),
+        ("preview_param", "a&b", "preview_param"),
+        ("split_url", "proxy", "split_url"),
+        ("cache_control", "public", "cache_control"),
+        ("screen_bots", "yes", "screen_bots"),
+    ],
+)
+def test_bad_experiment_controls_name_the_field(setting: str, value: Any, fragment: str) -> None:
+    raises_naming(fragment)(lambda: Optibase(**{setting: value}))
+
+
 @pytest.mark.parametrize("weight", [1, 0.001, 3, 2.5])
 def test_good_weight(weight: float) -> None:
     assert Variant("x", weight=weight).weight == weight

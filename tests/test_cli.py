@@ -45,9 +45,52 @@ def test_check_summarises_a_valid_file(tmp_path: Path, capsys: pytest.CaptureFix
     assert "https://events.eu1.segmentapis.com" in out
 
 
+CONTROLS = """
+secret_keys = ["k"]
+hosts = ["www.example.com", "*.example.com"]
+honor_gpc = false
+preview_param = "qa"
+split_url = "redirect"
+cache_control = "private"
+screen_bots = false
+
+[[tests]]
+id = "landing"
+pages = ["/landing"]
+variants = [{id = "original"}, {id = "new", path = "/landing-new"}]
+
+[[conversions]]
+id = "lead"
+type = "PROGRAMMATIC"
+from_browser = true
+"""
+
+
+def test_check_shows_every_experiment_control(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "optibase.toml"
+    path.write_text(CONTROLS)
+    assert main(["check", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "original (1), new (1, serves /landing-new); /landing" in out
+    assert "conversion lead [PROGRAMMATIC]: from code and from the browser" in out
+    assert "hosts: www.example.com, *.example.com" in out
+    assert "consent: assumed, Sec-GPC ignored" in out
+    assert "previews: ?qa=test:variant" in out
+    assert "split-URL variants: redirect" in out
+    assert "cache-control: private" in out
+    assert "bot screening: off" in out
+
+
 @pytest.mark.parametrize(
     ("text", "field"),
     [
+        (CONTROLS.replace('"/landing-new"', '"landing-new"'), "variants[new].path"),
+        (CONTROLS.replace('split_url = "redirect"', 'split_url = "proxy"'), "split_url"),
+        (CONTROLS.replace('"*.example.com"', '"https://x"'), "hosts"),
+        (CONTROLS.replace("from_browser = true", "from_browser = 1"), "from_browser"),
+        (CONTROLS.replace("from_browser", "from_browsr"), "did you mean 'from_browser'"),
         (GOOD.replace('type = "PAGE_VIEW"', 'type = "HOVER"'), "conversions[pricing].type"),
         (GOOD.replace("weight = 3", "weight = 0"), "variants[bold].weight"),
         (GOOD.replace('segment_region = "eu"', 'segment_region = "ap"'), "segment_region"),

@@ -53,10 +53,13 @@ class Previews:
     def from_cookie(self, scope: Mapping[str, Any]) -> Mapping[str, str]:
         """The variants a preview cookie forces (none without one)."""
         headers = scope.get("headers", ())
-        if not any(key == b"cookie" and self._cookie_marker in value for key, value in headers):
-            return _NONE
-        raw = read_cookie(headers, self._cookie_marker)
-        return self.parse(unquote(raw)) if raw else _NONE
+        marker = self._cookie_marker
+        # Every request asks; a plain loop over the headers is what it can afford.
+        for key, value in headers:
+            if key == b"cookie" and marker in value:
+                raw = read_cookie(headers, marker)
+                return self.parse(unquote(raw)) if raw else _NONE
+        return _NONE
 
     def parse(self, value: str) -> Mapping[str, str]:
         """``test:variant[,test:variant]`` as {test_id: variant_id}, unknown pairs ignored."""

@@ -1,4 +1,4 @@
-"""Issue 9, item 6: a shared cache in front of the site never gives one visitor's page to another.
+"""A shared cache in front of the site never gives one visitor's page to another.
 
 The site, under uvicorn: ``/`` renders the visitor's variant of ``hero`` and
 answers with the caching headers of a case (as the app would without the

@@ -19,6 +19,7 @@ from ._delivery.stores import DedupeStore, MemoryStore
 from ._delivery.transports import JsonLinesTransport, SegmentTransport, Transport
 from ._events import ConversionTriggered, Event, RequestContext
 from ._pages import PageRules
+from ._screening import bot_check
 from ._seen import LocalSeen
 from ._settings import (
     BotScreen,
@@ -150,6 +151,7 @@ class Optibase:
         self._pages = PageRules(list(self._plans.values()), settings.conversions)
         self._codec = CookieCodec(settings.signing_keys)
         self._seen = LocalSeen()
+        self._is_bot = bot_check(settings.screen_bots)
         self._cookie_name = settings.cookie_name.encode("latin-1")
         self._schedule_boundaries = sorted(
             {when.timestamp() for t in settings.tests for when in (t.starts_at, t.ends_at) if when}

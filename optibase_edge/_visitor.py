@@ -230,7 +230,7 @@ class Visitor:
 
     def _screen(self) -> Audience:
         if self._audience is None:
-            self._audience = audience(self._header_map())
+            self._audience = audience(self._header_map(), self._optibase._is_bot)
         return self._audience
 
     def _header_map(self) -> dict[bytes, bytes]:

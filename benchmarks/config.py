@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 @dataclass
 class Config:
-    """Sizes and rounds per section (fields prefixed mw_, http_, ev_, assign_, mem_, fault_).
+    """Sizes and rounds per section (fields prefixed mw_, http_, ev_, assign_, ...).
 
-    ``rounds`` serves the middleware and assignment sections.
+    ``rounds`` serves the middleware, assignment and screening sections.
     """
 
     quick: bool = False
@@ -36,6 +36,8 @@ class Config:
     fault_duration: float = 3.0
     fault_rounds: int = 5
     fault_mixes: tuple[str, ...] = ("mixed", "all_new")
+    # 7. screening: how many times the real browsers are screened per round
+    screen_repeat: int = 20
 
     @classmethod
     def make(cls, quick: bool) -> Config:
@@ -59,4 +61,5 @@ class Config:
             fault_duration=1.0,
             fault_rounds=5,
             fault_mixes=("mixed",),
+            screen_repeat=3,
         )

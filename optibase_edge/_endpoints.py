@@ -160,7 +160,6 @@ class Endpoints:
         visitor._fire(conversion, origin_url=url, context=context)
         await _no_content(send)
 
-
     def _visitor(self, scope: Scope, token: str | None) -> Visitor:
         previews = self._optibase._previews
         forced = previews.from_cookie(scope) if previews is not None else {}

@@ -22,6 +22,7 @@ from ._events import ConversionTriggered, Event, RequestContext
 from ._hosts import HostAllowList
 from ._pages import PageRules
 from ._preview import Previews
+from ._screening import bot_check
 from ._seen import LocalSeen
 from ._settings import (
     BotScreen,
@@ -154,6 +155,7 @@ class Optibase:
         self._pages = PageRules(list(self._plans.values()), settings.conversions)
         self._codec = CookieCodec(settings.signing_keys)
         self._seen = LocalSeen()
+        self._is_bot = bot_check(settings.screen_bots)
         self._cookie_name = settings.cookie_name.encode("latin-1")
         self._consent_log = RateLimitedLog(None)
         self._hosts = HostAllowList(settings.hosts) if settings.hosts else None

@@ -262,7 +262,7 @@ class Visitor:
             if self._forced:
                 self._audience = "preview"
             else:
-                self._audience = audience(self._header_map())
+                self._audience = audience(self._header_map(), self._optibase._is_bot)
         return self._audience
 
     def _header_map(self) -> dict[bytes, bytes]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import logging
 import math
@@ -107,7 +108,7 @@ def test_weights_whose_sum_overflows() -> None:
 
 def test_split_url_variants_are_checked() -> None:
     for path in ["landing-b", "//evil.example/x", "/b?x=1", "/b#top", "/b c", ""]:
-        raises_naming("variants[b].path")(lambda: Variant("b", path=path))
+        raises_naming("variants[b].path")(functools.partial(Variant, "b", path=path))
     split = [Variant("a"), Variant("b", path="/landing-b")]
     raises_naming("tests[t].variants[b].path", "pages")(lambda: Test("t", split))
     assert Test("t", split, pages=["/landing"]).variants[1].path == "/landing-b"

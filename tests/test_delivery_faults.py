@@ -53,6 +53,7 @@ from tests.support.events import conversion, conversions, identify
 from tests.support.net import bound_socket, free_port
 from tests.support.polling import wait_until_async
 from tests.support.server import serve
+from tests.support.user_agents import AS_A_BROWSER
 
 pytestmark = pytest.mark.anyio
 
@@ -258,7 +259,7 @@ async def test_the_site_keeps_answering_while_the_sink_hangs(sink: SegmentCaptur
     ob = make_ob(sink.url, request_timeout=2.0, shutdown_timeout=0.3)
     latencies: list[float] = []
     with serve(site(ob), lifespan="on") as url:
-        async with httpx2.AsyncClient(timeout=10) as client:
+        async with httpx2.AsyncClient(timeout=10, headers=AS_A_BROWSER) as client:
             for _ in range(30):
                 started = time.monotonic()
                 response = await client.get(url + "/")
@@ -486,7 +487,7 @@ async def test_each_worker_of_uvicorn_workers_2_delivers_its_own_events(
         await wait_until_async(both_workers_up, "both workers", timeout=20, interval=0.1)
         for _ in range(60):
             # A fresh connection and no cookie each time: a new visitor, either worker.
-            async with httpx2.AsyncClient(timeout=5) as fresh:
+            async with httpx2.AsyncClient(timeout=5, headers=AS_A_BROWSER) as fresh:
                 visitor, pid = (await fresh.get(url + "/")).text.split()
                 visitors[visitor] = pid
         proc.send_signal(signal.SIGTERM)  # graceful: each worker's lifespan shutdown flushes

@@ -32,10 +32,10 @@ from starlette.applications import Starlette
 from demo_site.app import PLANS, create_demo_app
 from demo_site.experiment import HEADLINES
 from demo_site.sink import create_sink_app
-from tests.support.browser import DESKTOP_USER_AGENT
 from tests.support.net import LOOPBACK, bound_socket, free_port
 from tests.support.polling import wait_until
 from tests.support.server import serve
+from tests.support.user_agents import DESKTOP_USER_AGENT
 
 ROOT = Path(__file__).resolve().parents[1]
 WRITE_KEY = "demo"

@@ -28,6 +28,7 @@ from optibase_edge import (
 from optibase_edge._cookie import CookieCodec
 from tests.support.capture import SegmentCapture
 from tests.support.server import serve
+from tests.support.user_agents import AS_A_BROWSER
 
 WRITE_KEY = "wk-e2e"
 SECRET = "e2e-secret"
@@ -93,7 +94,7 @@ def capture() -> Iterator[SegmentCapture]:
 @pytest.fixture
 def site(capture: SegmentCapture) -> Iterator[tuple[SegmentCapture, httpx2.Client]]:
     app, _ = build_site(capture.url)
-    with serve(app) as url, httpx2.Client(base_url=url) as client:
+    with serve(app) as url, httpx2.Client(base_url=url, headers=AS_A_BROWSER) as client:
         yield capture, client
 
 

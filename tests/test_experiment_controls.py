@@ -29,13 +29,12 @@ from optibase_edge import (
     get_visitor,
 )
 from optibase_edge._cookie import CookieCodec
-from tests.support.browser import DESKTOP_USER_AGENT
 from tests.support.capture import SegmentCapture
 from tests.support.server import serve
+from tests.support.user_agents import AS_A_BROWSER
 
 WRITE_KEY = "wk-controls"
 SECRET = "controls-secret-" + "k" * 32
-BROWSER = {"user-agent": DESKTOP_USER_AGENT}
 GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 
 PAGE = """<!doctype html><html><head><title>{title}</title></head><body>
@@ -117,7 +116,7 @@ def site() -> Iterator[tuple[SegmentCapture, str]]:
 
 
 def client(url: str, **headers: str) -> httpx2.Client:
-    return httpx2.Client(base_url=url, headers={**BROWSER, **headers})
+    return httpx2.Client(base_url=url, headers={**AS_A_BROWSER, **headers})
 
 
 def flushed(capture: SegmentCapture, url: str) -> list[dict[str, Any]]:
@@ -356,7 +355,7 @@ def test_the_variant_page_itself_assigns_nothing(site: tuple[SegmentCapture, str
 def test_a_bot_gets_the_original_page(site: tuple[SegmentCapture, str]) -> None:
     capture, url = site
     for _ in range(20):
-        with client(url, **{"user-agent": GOOGLEBOT}) as bot:
+        with client(url, **{"User-Agent": GOOGLEBOT}) as bot:
             assert title(bot.get("/landing")) == "original landing"
     assert flushed(capture, url) == []
 

@@ -46,6 +46,7 @@ from optibase_edge import (
 from optibase_edge._cookie import CookieCodec
 from optibase_edge._pages import PageRules
 from tests.support.accounting import balanced
+from tests.support.user_agents import AS_A_BROWSER
 
 COOKIE = "optibase_vid"
 KEY = "test-secret-key"
@@ -891,7 +892,9 @@ async def test_asgi_transport_concurrent_requests_expose_once(tmp_path: Path) ->
     ob = make_optibase(tmp_path)
     transport = httpx2.ASGITransport(app=site(ob))
     try:
-        async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        async with httpx2.AsyncClient(
+            transport=transport, base_url="http://testserver", headers=AS_A_BROWSER
+        ) as http:
             first = await http.get("/")
             token = token_of(first)
             visitor_id = first.json()["id"]

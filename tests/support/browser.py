@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.support.ci import missing
+from tests.support.user_agents import DESKTOP_USER_AGENT
 
 CHROMIUM_PATH = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -28,11 +29,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-# A regular desktop browser: headless Chromium's own "HeadlessChrome" marks it a bot.
-DESKTOP_USER_AGENT = (
-    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/131.0.0.0 Safari/537.36"
-)
 TIMEOUT_MS = 10_000
 
 
@@ -69,6 +65,7 @@ def errors() -> list[str]:
 @pytest.fixture
 def page(browser: Any, errors: list[str]) -> Iterator[Any]:
     """A fresh tab in its own context, recording errors and CSP violations."""
+    # A regular desktop browser: headless Chromium's own "HeadlessChrome" marks it a bot.
     context = browser.new_context(user_agent=DESKTOP_USER_AGENT)
     tab = context.new_page()
     tab.set_default_timeout(TIMEOUT_MS)

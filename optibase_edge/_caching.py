@@ -18,6 +18,8 @@ Headers = list[tuple[bytes, bytes]]
 _CDN_HEADERS = frozenset(
     {b"cdn-cache-control", b"surrogate-control", b"cloudflare-cdn-cache-control"}
 )
+_REWRITTEN = _CDN_HEADERS | {b"cache-control", b"etag"}
+_PRIVATE = (b"cache-control", b"private")
 # Directives that only speak to shared caches, meaningless once private.
 _SHARED_ONLY = frozenset({b"public", b"s-maxage", b"proxy-revalidate"})
 
@@ -33,6 +35,16 @@ def for_one_visitor(headers: Iterable[tuple[bytes, bytes]], *, drop_etag: bool) 
     headers are removed. *drop_etag* removes the ETag, which described the
     app's body, not the one a script tag was injected into.
     """
+    headers = list(headers)
+    for name, _ in headers:
+        if name.lower() in _REWRITTEN:
+            return _rewrite(headers, drop_etag)
+    # Most pages say nothing about caching: one header more, nothing to parse.
+    headers.append(_PRIVATE)
+    return headers
+
+
+def _rewrite(headers: Headers, drop_etag: bool) -> Headers:
     kept: Headers = []
     directives: list[bytes] = []
     for name, value in headers:

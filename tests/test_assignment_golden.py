@@ -41,6 +41,7 @@ from optibase_edge import (
     get_visitor,
 )
 from optibase_edge._assignment import buckets, choose, compile_test
+from tests.support.user_agents import AS_A_BROWSER
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -424,10 +425,6 @@ def test_reference_agrees_with_the_library(
 # -- end to end: what the middleware assigns to new visitors ------------------------------
 
 UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
-CHROME = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
-    "(KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36"
-)
 
 
 async def every_variant(request: Request) -> Response:
@@ -452,14 +449,14 @@ def test_the_middleware_assigns_what_the_readme_says(client: TestClient) -> None
     seen: set[str] = set()
     for _ in range(25):
         client.cookies.clear()  # a new visitor each time
-        first: dict[str, Any] = client.get("/", headers={"user-agent": CHROME}).json()
+        first: dict[str, Any] = client.get("/", headers=AS_A_BROWSER).json()
         visitor_id = first["id"]
         assert UUID4.fullmatch(visitor_id), visitor_id
         expected = {t: reference_choose(test, visitor_id) for t, test in TESTS.items()}
         assert first["variants"] == expected
         assert expected["hero"] is not None  # a visitor, not taken for a bot
         # and the visitor keeps it: the cookie brings back the same ID and variants
-        again = client.get("/", headers={"user-agent": CHROME}).json()
+        again = client.get("/", headers=AS_A_BROWSER).json()
         assert again == first
         seen.add(visitor_id)
     assert len(seen) == 25

@@ -55,15 +55,11 @@ from optibase_edge._cookie import CookieCodec, VisitorRecord
 from tests.support.cdn import TARGETED_FIELDS, SharedCache, directives
 from tests.support.polling import wait_until
 from tests.support.server import serve
+from tests.support.user_agents import AS_A_BROWSER
 
 SECRET = "x" * 32
 COOKIE = "optibase_vid"
 VISITORS = 40
-# A person's browser: the middleware screens generic clients as bots.
-CHROME = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
-    "(KHTML, like Gecko) Chrome/138.0.0.0 Safari/537.36"
-)
 PUBLIC = {"cache-control": "public, max-age=3600"}
 ETAG = '"site-v1"'
 HOME = (
@@ -215,9 +211,7 @@ def browsers(url: str, count: int) -> Iterator[list[httpx2.Client]]:
     with ExitStack() as stack:
         yield [
             stack.enter_context(
-                httpx2.Client(
-                    base_url=url, headers={"user-agent": CHROME}, verify=tls, trust_env=False
-                )
+                httpx2.Client(base_url=url, headers=AS_A_BROWSER, verify=tls, trust_env=False)
             )
             for _ in range(count)
         ]

@@ -19,7 +19,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from itsdangerous import BadData, BadSignature, Signer
 from itsdangerous.encoding import base64_decode, base64_encode
@@ -184,8 +184,22 @@ def read_cookie(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> str | No
     return None
 
 
-def set_cookie_header(name: str, token: str, *, max_age: int, secure: bool) -> tuple[bytes, bytes]:
-    value = f"{name}={token}; Max-Age={max_age}; Path=/; HttpOnly; SameSite=Lax"
+def set_cookie_header(
+    name: str, value: str, *, max_age: int | None, secure: bool
+) -> tuple[bytes, bytes]:
+    """One of this library's cookies: HttpOnly, SameSite=Lax, Path=/.
+
+    ``max_age=None`` makes a session cookie (it ends with the browser session).
+    """
+    header = f"{name}={value}"
+    if max_age is not None:
+        header += f"; Max-Age={max_age}"
+    header += "; Path=/; HttpOnly; SameSite=Lax"
     if secure:
-        value += "; Secure"
-    return (b"set-cookie", value.encode("latin-1"))
+        header += "; Secure"
+    return (b"set-cookie", header.encode("latin-1"))
+
+
+def is_secure(cookie_secure: bool | None, scope: Mapping[str, Any]) -> bool:
+    """Whether a cookie gets ``Secure``: as configured, else when the request is https."""
+    return scope.get("scheme") == "https" if cookie_secure is None else cookie_secure

@@ -14,7 +14,7 @@ from ._assignment import Plan
 from ._caching import for_one_visitor, not_stored
 from ._client_script import ClientScript
 from ._config import Conversion, ConversionType
-from ._cookie import read_cookie, set_cookie_header
+from ._cookie import is_secure, read_cookie, set_cookie_header
 from ._endpoints import Endpoints
 from ._injection import HtmlInjector, finish_script_tag, script_tag_opening
 from ._optibase import Optibase
@@ -157,11 +157,11 @@ class OptibaseMiddleware:
         if token is None:
             return message
         settings = self.optibase.settings
-        secure = settings.cookie_secure
-        if secure is None:
-            secure = scope.get("scheme") == "https"
         header = set_cookie_header(
-            settings.cookie_name, token, max_age=settings.cookie_max_age, secure=secure
+            settings.cookie_name,
+            token,
+            max_age=settings.cookie_max_age,
+            secure=is_secure(settings.cookie_secure, scope),
         )
         return {**message, "headers": [*message.get("headers", ()), header]}
 

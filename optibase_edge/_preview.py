@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, unquote
 
 from ._assignment import Plan
-from ._cookie import read_cookie
+from ._cookie import is_secure, read_cookie, set_cookie_header
 from ._settings import Settings
 
 # A QA link names a few tests; anything longer is not one.
@@ -47,6 +47,7 @@ class Previews:
                     return _NONE, self._cookie_header(scope, "", max_age=0)
                 forced = self.parse(value)
                 if forced:
+                    # A session cookie: the preview ends with the browser session.
                     return forced, self._cookie_header(scope, _encode(forced), max_age=None)
         return self.from_cookie(scope), None
 
@@ -80,16 +81,8 @@ class Previews:
         return None
 
     def _cookie_header(self, scope: Mapping[str, Any], value: str, max_age: int | None) -> Header:
-        # A session cookie (no Max-Age): the preview ends with the browser session.
-        parts = [f"{self._cookie_name}={value}", "Path=/", "HttpOnly", "SameSite=Lax"]
-        if max_age is not None:
-            parts.append(f"Max-Age={max_age}")
-        secure = self._cookie_secure
-        if secure is None:
-            secure = scope.get("scheme") == "https"
-        if secure:
-            parts.append("Secure")
-        return (b"set-cookie", "; ".join(parts).encode("latin-1"))
+        secure = is_secure(self._cookie_secure, scope)
+        return set_cookie_header(self._cookie_name, value, max_age=max_age, secure=secure)
 
 
 def _encode(forced: Mapping[str, str]) -> str:

@@ -19,7 +19,7 @@ TestStatus = Literal["running", "paused", "stopped"]
 
 _MAX_ID_LENGTH = 200
 # A path of the app: no scheme or host ("//evil.example" is a host), no query or fragment.
-_SPLIT_PATH = re.compile(r"^/(?!/)[^?#\s]*$")
+_SPLIT_PATH = re.compile(r"^/(?!/)[^?#\s]*\Z")
 
 
 class ConfigError(ValueError):

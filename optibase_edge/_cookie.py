@@ -17,9 +17,9 @@ import json
 import os
 import re
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from itsdangerous import BadData, BadSignature, Signer
 from itsdangerous.encoding import base64_decode, base64_encode
@@ -30,7 +30,7 @@ MAX_TOKEN_LENGTH = 3800
 _SALT = "optibase-visitor"
 # json.dumps(obj, separators=...) builds a new encoder on every call; this one is reused.
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,10 +165,22 @@ def _record_from_payload(payload: object, stale: bool) -> VisitorRecord | None:
 
 
 def read_cookie(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> str | None:
-    """The value of cookie *name* in raw ASGI headers, or None.
+    """The first value of cookie *name* in raw ASGI headers, or None.
 
     A hand-rolled scan: parsing every cookie into a dict costs more than the
     whole returning-visitor path is allowed to.
+    """
+    for value in cookie_values(headers, name):
+        return value
+    return None
+
+
+def cookie_values(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> Iterator[str]:
+    """Every value of cookie *name*, in order.
+
+    A browser sends several when cookies of one name were set for different
+    paths or domains (or another site on the domain planted one): the one that
+    verifies may not come first.
     """
     prefix = name + b"="
     for key, value in headers:
@@ -178,10 +190,9 @@ def read_cookie(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> str | No
             part = part.strip()
             if part.startswith(prefix):
                 try:
-                    return part[len(prefix) :].decode("ascii").strip('"')
+                    yield part[len(prefix) :].decode("ascii").strip('"')
                 except UnicodeDecodeError:
-                    return None
-    return None
+                    continue
 
 
 def set_cookie_header(
@@ -200,6 +211,6 @@ def set_cookie_header(
     return (b"set-cookie", header.encode("latin-1"))
 
 
-def is_secure(cookie_secure: bool | None, scope: Mapping[str, Any]) -> bool:
-    """Whether a cookie gets ``Secure``: as configured, else when the request is https."""
-    return scope.get("scheme") == "https" if cookie_secure is None else cookie_secure
+def is_secure(cookie_secure: bool | None, scheme: str) -> bool:
+    """Whether a cookie gets ``Secure``: as configured, else when *scheme* is https."""
+    return scheme == "https" if cookie_secure is None else cookie_secure

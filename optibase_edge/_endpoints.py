@@ -147,23 +147,23 @@ class Endpoints:
             raise _Refused(403, f"conversion {conversion_id!r} is not fired from the browser")
 
         token = read_cookie(scope["headers"], optibase._cookie_name)
-        visitor = self._visitor(scope, token)
+        visitor = self._visitor(scope, token, may_mint=False)
         if visitor._quiet():
+            if visitor._screen() == "stranger":
+                raise _Refused(403, "no valid visitor cookie")
             # A preview, another host, no consent (or a bot): a well-formed beacon from
             # a page this site served, that records nothing, as the page itself did.
             await _no_content(send)
             return
-        if token is None or optibase._codec.decode(token) is None:
-            raise _Refused(403, "no valid visitor cookie")
         # The beacon's request is not the page's: the page and its referrer come from the body.
         context = visitor._request_context()._replace(url=url, referrer=referrer or None)
         visitor._fire(conversion, origin_url=url, context=context)
         await _no_content(send)
 
-    def _visitor(self, scope: Scope, token: str | None) -> Visitor:
+    def _visitor(self, scope: Scope, token: str | None, *, may_mint: bool = True) -> Visitor:
         previews = self._optibase._previews
         forced = previews.from_cookie(scope) if previews is not None else {}
-        return Visitor(self._optibase, scope, token, forced)
+        return Visitor(self._optibase, scope, token, forced, may_mint=may_mint)
 
 
 def _refuse_cross_site(scope: Scope) -> None:

@@ -78,17 +78,19 @@ Event = Identify | ExperimentViewed | ConversionTriggered
 
 
 def request_context(
-    scope: Mapping[str, Any], headers: Mapping[bytes, bytes] | None = None
+    scope: Mapping[str, Any],
+    headers: Mapping[bytes, bytes] | None = None,
+    client: tuple[str | None, str] | None = None,
 ) -> RequestContext:
     """Raw request facts for an event, read from an ASGI HTTP scope.
 
-    *headers* is the scope's headers as a dict, when the caller has built it already.
+    *headers* is the scope's headers as a dict, when the caller has built it
+    already; *client* the ``(ip, scheme)`` to report instead of the socket's.
     """
     # One dict built in C beats comparing every header in Python (ASGI names are lower case).
     get = (dict(scope.get("headers", ())) if headers is None else headers).get
     ua, lang = _text(get(b"user-agent")), _text(get(b"accept-language"))
     referrer, host = _text(get(b"referer")), _text(get(b"host"))
-    client = scope.get("client")
     if host is None and scope.get("server"):
         server_host, port = scope["server"]
         host = f"{server_host}:{port}" if port else server_host
@@ -99,9 +101,15 @@ def request_context(
         if root_path and not path.startswith(root_path):
             path = root_path + path
         query = scope.get("query_string", b"").decode("latin-1")
-        url = f"{scope.get('scheme', 'http')}://{host}{path}" + (f"?{query}" if query else "")
+        scheme = client[1] if client else scope.get("scheme", "http")
+        url = f"{scheme}://{host}{path}" + (f"?{query}" if query else "")
+    if client is None:
+        peer = scope.get("client")
+        ip = peer[0] if peer else None
+    else:
+        ip = client[0]
     return RequestContext(
-        ip=client[0] if client else None,
+        ip=ip,
         user_agent=ua,
         accept_language=lang,
         url=url,

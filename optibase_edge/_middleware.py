@@ -161,7 +161,7 @@ class OptibaseMiddleware:
             settings.cookie_name,
             token,
             max_age=settings.cookie_max_age,
-            secure=is_secure(settings.cookie_secure, scope),
+            secure=is_secure(settings.cookie_secure, self.optibase._scheme(scope)),
         )
         return {**message, "headers": [*message.get("headers", ()), header]}
 

@@ -18,10 +18,11 @@ from ._delivery.log import RateLimitedLog
 from ._delivery.sender import Delivery
 from ._delivery.stores import DedupeStore, MemoryStore
 from ._delivery.transports import JsonLinesTransport, SegmentTransport, Transport
-from ._events import ConversionTriggered, Event, RequestContext
+from ._events import ConversionTriggered, Event, RequestContext, request_context
 from ._hosts import HostAllowList
 from ._pages import PageRules
 from ._preview import Previews
+from ._proxies import IpMode, TrustedProxies, parse_networks, reported_ip
 from ._screening import bot_check
 from ._seen import LocalSeen
 from ._settings import (
@@ -96,6 +97,8 @@ class Optibase:
         split_url: SplitUrl = Settings.split_url,
         cache_control: CacheControl | None = Settings.cache_control,
         screen_bots: bool | BotScreen = Settings.screen_bots,
+        trusted_proxies: Sequence[str] = Settings.trusted_proxies,
+        ip: IpMode = Settings.ip,
     ) -> None:
         settings = Settings(
             tests=tuple(tests),
@@ -132,6 +135,8 @@ class Optibase:
             split_url=split_url,
             cache_control=cache_control,
             screen_bots=screen_bots,
+            trusted_proxies=cast(tuple[str, ...], trusted_proxies),
+            ip=ip,
         )
         self._settings = settings
         if settings.development:
@@ -159,8 +164,13 @@ class Optibase:
         self._cookie_name = settings.cookie_name.encode("latin-1")
         self._consent_log = RateLimitedLog(None)
         self._hosts = HostAllowList(settings.hosts) if settings.hosts else None
+        self._proxies = (
+            TrustedProxies(parse_networks(settings.trusted_proxies))
+            if settings.trusted_proxies
+            else None
+        )
         self._previews = (
-            Previews(settings, settings.preview_param, self._plans)
+            Previews(settings, settings.preview_param, self._plans, self._scheme)
             if settings.preview_param
             else None
         )
@@ -253,6 +263,27 @@ class Optibase:
                 )
                 return False
         return True
+
+    def _client(
+        self, scope: Mapping[str, Any], headers: Mapping[bytes, bytes]
+    ) -> tuple[str | None, str]:
+        """The client's ``(ip, scheme)``: the socket's, or as the trusted proxies forward them."""
+        if self._proxies is None:
+            peer = scope.get("client")
+            return (peer[0] if peer else None), scope.get("scheme", "http")
+        return self._proxies.client(scope, headers)
+
+    def _scheme(self, scope: Mapping[str, Any]) -> str:
+        if self._proxies is None:
+            return cast(str, scope.get("scheme", "http"))
+        return self._client(scope, dict(scope.get("headers", ())))[1]
+
+    def _context(self, scope: Mapping[str, Any], headers: Mapping[bytes, bytes]) -> RequestContext:
+        """The request facts an event records, with the client IP as ``ip`` says to report it."""
+        if self._proxies is None and self._settings.ip == "full":
+            return request_context(scope, headers)
+        ip, scheme = self._client(scope, headers)
+        return request_context(scope, headers, (reported_ip(ip, self._settings.ip), scheme))
 
     def _schedule_epoch(self) -> int:
         """A number that changes whenever a scheduled test starts or ends.

@@ -10,7 +10,7 @@ assignments are never touched: a previewing visitor is quiet, like a prefetch.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote
 
@@ -23,12 +23,15 @@ _MAX_VALUE_LENGTH = 1024
 _NONE: Mapping[str, str] = {}
 
 Header = tuple[bytes, bytes]
+SchemeOf = Callable[[Mapping[str, Any]], str]  # the request's scheme, as the visitor used it
 
 
 class Previews:
     """Reads the preview parameter and cookie of a request."""
 
-    def __init__(self, settings: Settings, param: str, plans: Mapping[str, Plan]) -> None:
+    def __init__(
+        self, settings: Settings, param: str, plans: Mapping[str, Plan], scheme: SchemeOf
+    ) -> None:
         self._param = param
         # Checked first on every request: a plain substring test is all most requests need.
         self._param_marker = param.encode("ascii") + b"="
@@ -36,6 +39,7 @@ class Previews:
         self._cookie_marker = self._cookie_name.encode("ascii")
         self._cookie_secure = settings.cookie_secure
         self._plans = plans
+        self._scheme = scheme
 
     def read(self, scope: Mapping[str, Any]) -> tuple[Mapping[str, str], Header | None]:
         """The variants forced for this request, and a Set-Cookie header to send, if any."""
@@ -81,7 +85,7 @@ class Previews:
         return None
 
     def _cookie_header(self, scope: Mapping[str, Any], value: str, max_age: int | None) -> Header:
-        secure = is_secure(self._cookie_secure, scope)
+        secure = is_secure(self._cookie_secure, self._scheme(scope))
         return set_cookie_header(self._cookie_name, value, max_age=max_age, secure=secure)
 
 

@@ -20,8 +20,9 @@ from crawleruseragents import CRAWLER_USER_AGENTS_DATA
 
 from ._settings import BotScreen
 
-# "outside": another host or no consent; "preview": a tester forcing variants.
-Audience = Literal["visitor", "bot", "prefetch", "preview", "outside"]
+# "outside": another host or no consent; "preview": a tester forcing variants;
+# "stranger": no valid cookie where no visitor may be made (a beacon).
+Audience = Literal["visitor", "bot", "prefetch", "preview", "outside", "stranger"]
 BotCheck: TypeAlias = Callable[[bytes], bool]  # the raw User-Agent (b"" when absent) -> a bot?
 
 logger = logging.getLogger("optibase_edge")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ._config import ConfigError, Conversion, Test, check_unique
+from ._proxies import IpMode, parse_networks
 
 Region = Literal["us", "eu"]
 CspNonce = str | Callable[[Mapping[str, Any]], str | None]
@@ -32,11 +33,13 @@ SEGMENT_BASE_URLS: Mapping[str, str] = {
     "eu": "https://events.eu1.segmentapis.com",
 }
 
-_COOKIE_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$")
+_COOKIE_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+\Z")
 _HTTP_BASE_URL = re.compile(r"^https?://[^/\s]+")
-_HOST_PATTERN = re.compile(r"^(?:\*\.)?[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?$")
-_QUERY_NAME = re.compile(r"^[A-Za-z0-9_.~-]+$")
+_HOST_PATTERN = re.compile(r"^(?:\*\.)?[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?\Z")
+_QUERY_NAME = re.compile(r"^[A-Za-z0-9_.~-]+\Z")
 _DAY = 24 * 3600
+MIN_SECRET_KEY_LENGTH = 32
+_SECRET_FIELDS = frozenset({"secret_keys", "segment_write_key"})
 
 
 def _positive(name: str, value: float) -> None:
@@ -89,6 +92,9 @@ class Settings:
     split_url: SplitUrl = "rewrite"
     cache_control: CacheControl | None = "private"
     screen_bots: bool | BotScreen = True
+    # Who the client is: the socket's peer, or what trusted proxies forward; what Segment gets.
+    trusted_proxies: tuple[str, ...] = ()
+    ip: IpMode = "full"
 
     signing_keys: tuple[str, ...] = field(init=False, repr=False)
     conversions_by_id: Mapping[str, Conversion] = field(init=False, repr=False, compare=False)
@@ -97,7 +103,12 @@ class Settings:
         for spec in fields(self):
             if not spec.init:
                 continue
-            value = _conform(spec.name, getattr(self, spec.name), _HINTS[spec.name])
+            value = _conform(
+                spec.name,
+                getattr(self, spec.name),
+                _HINTS[spec.name],
+                secret=spec.name in _SECRET_FIELDS,
+            )
             if "check" in spec.metadata:
                 spec.metadata["check"](spec.name, value)
             object.__setattr__(self, spec.name, value)
@@ -106,6 +117,14 @@ class Settings:
         keys = tuple(key.strip() for key in self.secret_keys)
         if not all(keys):
             raise ConfigError("secret_keys must be non-empty strings")
+        short = [i for i, key in enumerate(keys) if len(key) < MIN_SECRET_KEY_LENGTH]
+        if short:
+            # The key itself is never shown: only where it is and how long it is.
+            raise ConfigError(
+                f"secret_keys[{short[0]}] is {len(keys[short[0]])} characters; a secret key "
+                f"needs at least {MIN_SECRET_KEY_LENGTH} (make one with: python -c "
+                "'import secrets; print(secrets.token_urlsafe(32))')"
+            )
         object.__setattr__(self, "secret_keys", keys)
         if self.segment_write_key is not None and not self.segment_write_key.strip():
             raise ConfigError("segment_write_key must be a non-empty string")
@@ -120,6 +139,13 @@ class Settings:
             )
         if not _COOKIE_NAME.match(self.cookie_name):
             raise ConfigError(f"cookie_name {self.cookie_name!r} is not a valid cookie name")
+        if self.cookie_name.startswith(("__Host-", "__Secure-")) and self.cookie_secure is False:
+            raise ConfigError(
+                f"cookie_secure: a cookie named {self.cookie_name!r} must be Secure "
+                "(browsers ignore it otherwise); leave cookie_secure unset or True"
+            )
+        if self.cookie_name.startswith(("__Host-", "__Secure-")):
+            object.__setattr__(self, "cookie_secure", True)
         prefix = self.prefix.rstrip("/")
         if not prefix.startswith("/") or len(prefix) < 2:
             raise ConfigError(f"prefix must be a path like '/_optibase', got {self.prefix!r}")
@@ -132,6 +158,10 @@ class Settings:
                     "'*.example.com' (no scheme, port or path)"
                 )
         object.__setattr__(self, "hosts", hosts)
+        try:
+            parse_networks(self.trusted_proxies)
+        except ValueError as exc:
+            raise ConfigError(f"trusted_proxies: {exc}") from None
         if self.preview_param is not None and not _QUERY_NAME.match(self.preview_param):
             raise ConfigError(
                 f"preview_param {self.preview_param!r} must be a query parameter name "
@@ -194,8 +224,11 @@ def from_environment(
 _HINTS: Mapping[str, Any] = typing.get_type_hints(Settings)
 
 
-def _conform(name: str, value: object, hint: Any) -> Any:
-    """*value* as the type *hint* describes (an int for a float, a str for a Path), or raise."""
+def _conform(name: str, value: object, hint: Any, *, secret: bool = False) -> Any:
+    """*value* as the type *hint* describes (an int for a float, a str for a Path), or raise.
+
+    The error shows the value, but only its type for a *secret*.
+    """
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -203,7 +236,7 @@ def _conform(name: str, value: object, hint: Any) -> Any:
         for option in args:
             if option is not type(None):
                 try:
-                    return _conform(name, value, option)
+                    return _conform(name, value, option, secret=secret)
                 except ConfigError:
                     continue
     elif origin is Literal:
@@ -211,7 +244,10 @@ def _conform(name: str, value: object, hint: Any) -> Any:
             return value
     elif origin is tuple:
         if isinstance(value, Iterable) and not isinstance(value, str | bytes | Mapping):
-            return tuple(_conform(f"{name}[{i}]", item, args[0]) for i, item in enumerate(value))
+            return tuple(
+                _conform(f"{name}[{i}]", item, args[0], secret=secret)
+                for i, item in enumerate(value)
+            )
     elif origin is Callable or hint is Callable:
         if callable(value):
             return value
@@ -226,7 +262,8 @@ def _conform(name: str, value: object, hint: Any) -> Any:
             return Path(value)
     elif isinstance(value, hint):
         return value
-    raise ConfigError(f"{name} must be {_describe(hint)}, got {value!r}")
+    shown = f"a {type(value).__name__}" if secret else repr(value)
+    raise ConfigError(f"{name} must be {_describe(hint)}, got {shown}")
 
 
 def _describe(hint: Any) -> str:

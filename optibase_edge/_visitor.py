@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._assignment import Plan, choose
 from ._config import Conversion
-from ._cookie import new_visitor_id
-from ._events import ExperimentViewed, Identify, RequestContext, request_context
+from ._cookie import VisitorRecord, cookie_values, new_visitor_id
+from ._events import ExperimentViewed, Identify, RequestContext
 from ._screening import Audience, audience
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ class Visitor:
         "_headers",
         "_id",
         "_is_new",
+        "_may_mint",
         "_optibase",
         "_owned",
         "_scope",
@@ -55,8 +57,11 @@ class Visitor:
         scope: Mapping[str, Any],
         token: str | None,
         forced: Mapping[str, str] = _NONE_FORCED,
+        *,
+        may_mint: bool = True,
     ) -> None:
         self._optibase = optibase
+        self._may_mint = may_mint  # False: without a valid cookie, a stranger (no ID is made)
         self._forced = forced
         self._scope = scope
         self._token = token
@@ -144,7 +149,7 @@ class Visitor:
 
     def _request_context(self) -> RequestContext:
         if self._context is None:
-            self._context = request_context(self._scope, self._header_map())
+            self._context = self._optibase._context(self._scope, self._header_map())
         return self._context
 
     def _cookie_changed(self) -> bool:
@@ -201,6 +206,8 @@ class Visitor:
             self._audience = "preview" if self._forced else "outside"
             return
         record = optibase._codec.decode(self._token) if self._token else None
+        if record is None and self._token:
+            record = self._other_cookie(optibase)
         if record is not None:
             self._id = record.visitor_id
             self._assignments = record.assignments
@@ -208,6 +215,9 @@ class Visitor:
             return
         self._id = new_visitor_id()
         self._assignments = {}
+        if not self._may_mint:
+            self._audience = "preview" if self._forced else "stranger"
+            return
         self._changed = True
         self._is_new = True
         if not self._quiet():
@@ -215,6 +225,17 @@ class Visitor:
                 Identify(self._id, None, time.time(), None, self._request_context()),
                 fresh_visitor=True,
             )
+
+    def _other_cookie(self, optibase: Optibase) -> VisitorRecord | None:
+        """A valid record in a later cookie of our name, when the first was not one."""
+        for token in itertools.islice(
+            cookie_values(self._scope["headers"], optibase._cookie_name), 1, None
+        ):
+            record = optibase._codec.decode(token)
+            if record is not None:
+                self._token = token
+                return record
+        return None
 
     def _variant(self, plan: Plan) -> str | None:
         test = plan.test

@@ -436,7 +436,7 @@ async def every_variant(request: Request) -> Response:
 def client() -> Iterator[TestClient]:
     ob = Optibase(
         tests=list(TESTS.values()),
-        secret_keys=["golden-vectors-secret"],
+        secret_keys=["golden-vectors-secret-0123456789ab"],
         transport=MockTransport(lambda batch: Outcome(200)),
     )
     app = Starlette(routes=[Route("/", every_variant)])

@@ -7,7 +7,7 @@ import pytest
 from optibase_edge._cli import main
 
 GOOD = """
-secret_keys = ["k"]
+secret_keys = ["cli-secret-key-0123456789abcdef0123"]
 segment_write_key = "wk"
 segment_region = "eu"
 
@@ -46,7 +46,7 @@ def test_check_summarises_a_valid_file(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 CONTROLS = """
-secret_keys = ["k"]
+secret_keys = ["cli-secret-key-0123456789abcdef0123"]
 hosts = ["www.example.com", "*.example.com"]
 honor_gpc = false
 preview_param = "qa"
@@ -94,7 +94,7 @@ def test_check_shows_every_experiment_control(
         (GOOD.replace('type = "PAGE_VIEW"', 'type = "HOVER"'), "conversions[pricing].type"),
         (GOOD.replace("weight = 3", "weight = 0"), "variants[bold].weight"),
         (GOOD.replace('segment_region = "eu"', 'segment_region = "ap"'), "segment_region"),
-        (GOOD.replace('secret_keys = ["k"]', ""), "secret_keys"),
+        (GOOD.replace('secret_keys = ["cli-secret-key-0123456789abcdef0123"]', ""), "secret_keys"),
         (GOOD + "\nbogus = 1\n", "bogus"),
         ("[[tests]\n", "not valid TOML"),
     ],

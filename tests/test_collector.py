@@ -35,7 +35,7 @@ def make_site(events: Path) -> tuple[Starlette, Optibase]:
             Conversion("purchase", ConversionType.PROGRAMMATIC),
             Conversion("pricing", ConversionType.PAGE_VIEW, url="/pricing"),
         ],
-        secret_keys=["collector-secret"],
+        secret_keys=["collector-secret-0123456789abcdef"],
         events_path=events,
     )
 

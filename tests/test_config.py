@@ -20,6 +20,10 @@ from optibase_edge import ConfigError, Conversion, ConversionType, Optibase, Tes
 from optibase_edge._cookie import CookieCodec
 from optibase_edge._settings import SEGMENT_BASE_URLS, Settings
 
+LONG_KEY = "a-secret-key-of-32-characters-or-more"
+OLD = "old-" + "o" * 32
+NEW = "new-" + "n" * 32
+
 ENV_NAMES = (
     "OPTIBASE_SECRET_KEYS",
     "OPTIBASE_SEGMENT_WRITE_KEY",
@@ -312,7 +316,7 @@ def test_tests_and_conversions_must_be_objects() -> None:
     raises_naming("conversions")(lambda: settings_for(conversions=["buy"]))
 
 
-@pytest.mark.parametrize("keys", [[""], ["  "], ["good", ""]])
+@pytest.mark.parametrize("keys", [[""], ["  "], [LONG_KEY, ""]])
 def test_empty_secret_key(keys: list[str]) -> None:
     raises_naming("secret_keys")(lambda: settings_for(secret_keys=keys))
 
@@ -321,10 +325,10 @@ def test_empty_secret_key(keys: list[str]) -> None:
     ("kwargs", "field"),
     [
         ({"secret_keys": [123]}, "secret_keys"),
-        ({"secret_keys": ["ok", None]}, "secret_keys"),
+        ({"secret_keys": [LONG_KEY, None]}, "secret_keys"),
         ({"segment_region": 5}, "segment_region"),
         ({"segment_endpoint": 5}, "segment_endpoint"),
-        ({"segment_write_key": 5, "secret_keys": ["k"]}, "segment_write_key"),
+        ({"segment_write_key": 5, "secret_keys": [LONG_KEY]}, "segment_write_key"),
         ({"flush_interval": math.nan}, "flush_interval"),
         ({"dedupe_ttl": math.nan}, "dedupe_ttl"),
         ({"shutdown_timeout": math.nan}, "shutdown_timeout"),
@@ -339,20 +343,20 @@ def test_wrong_types_and_nan_are_config_errors(kwargs: dict[str, Any], field: st
 
 
 def test_secret_keys_from_env_comma_separated_newest_last() -> None:
-    s = settings_for(environ={"OPTIBASE_SECRET_KEYS": " old , ,new,"})
-    assert s.secret_keys == ("old", "new")
+    s = settings_for(environ={"OPTIBASE_SECRET_KEYS": f" {OLD} , ,{NEW},"})
+    assert s.secret_keys == (OLD, NEW)
     assert not s.development
 
 
 def test_explicit_secret_keys_beat_env() -> None:
-    s = settings_for(secret_keys=["mine"], environ={"OPTIBASE_SECRET_KEYS": "env"})
-    assert s.secret_keys == ("mine",)
-    assert settings_for(secret_keys="solo").secret_keys == ("solo",)
+    s = settings_for(secret_keys=[LONG_KEY], environ={"OPTIBASE_SECRET_KEYS": NEW})
+    assert s.secret_keys == (LONG_KEY,)
+    assert settings_for(secret_keys=OLD).secret_keys == (OLD,)
 
 
 def test_write_key_and_region_from_env() -> None:
     env = {
-        "OPTIBASE_SECRET_KEYS": "k",
+        "OPTIBASE_SECRET_KEYS": LONG_KEY,
         "OPTIBASE_SEGMENT_WRITE_KEY": "wk-env",
         "OPTIBASE_SEGMENT_REGION": "EU",
     }
@@ -367,18 +371,18 @@ def test_write_key_and_region_from_env() -> None:
 
 
 def test_optibase_reads_os_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("OPTIBASE_SECRET_KEYS", "first,second")
+    monkeypatch.setenv("OPTIBASE_SECRET_KEYS", f"{OLD},{NEW}")
     monkeypatch.setenv("OPTIBASE_SEGMENT_WRITE_KEY", "wk")
     monkeypatch.setenv("OPTIBASE_SEGMENT_REGION", "eu")
     ob = Optibase(tests=[a_test()], events_path=tmp_path / "e.jsonl")
-    assert ob.settings.secret_keys == ("first", "second")
+    assert ob.settings.secret_keys == (OLD, NEW)
     assert ob.settings.segment_write_key == "wk"
     assert ob.settings.segment_base_url == SEGMENT_BASE_URLS["eu"]
     assert not ob.settings.development
     # signs with the newest key: a codec knowing only "second" verifies its tokens
     token = CookieCodec(ob.settings.signing_keys).encode("6f1c6a38-0d5e-4b8e-9a3e-2b7f0e3c1d2a", {})
-    assert CookieCodec(["second"]).decode(token) is not None
-    assert CookieCodec(["first"]).decode(token) is None
+    assert CookieCodec([NEW]).decode(token) is not None
+    assert CookieCodec([OLD]).decode(token) is None
 
 
 # -- development mode ---------------------------------------------------------------------
@@ -405,13 +409,13 @@ def test_development_mode(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> N
 
 def test_no_development_warning_when_configured(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="optibase_edge"):
-        ob = Optibase(tests=[a_test()], secret_keys=["k"], segment_write_key="wk")
+        ob = Optibase(tests=[a_test()], secret_keys=[LONG_KEY], segment_write_key="wk")
     assert not ob.settings.development
     assert not [r for r in caplog.records if "development" in r.getMessage()]
 
 
 def test_secret_key_without_write_key_is_not_development_but_writes_jsonl() -> None:
-    s = settings_for(secret_keys=["k"])
+    s = settings_for(secret_keys=[LONG_KEY])
     assert not s.development
     assert s.segment_write_key is None
 
@@ -440,7 +444,7 @@ def test_endpoint_override() -> None:
 # -- TOML ---------------------------------------------------------------------------------
 
 TOML = """
-secret_keys = ["old-key", "new-key"]
+secret_keys = ["old-key-0123456789abcdef0123456789", "new-key-0123456789abcdef0123456789"]
 segment_write_key = "wk-toml"
 segment_region = "eu"
 cookie_name = "ob_vid"
@@ -508,7 +512,10 @@ def test_from_file(tmp_path: Path) -> None:
     ]
     assert s.conversions[0].one_per_visitor and s.conversions[0].selector == "#signup"
     assert s.conversions[1].url == "/pricing"
-    assert s.secret_keys == ("old-key", "new-key")
+    assert s.secret_keys == (
+        "old-key-0123456789abcdef0123456789",
+        "new-key-0123456789abcdef0123456789",
+    )
     assert s.segment_write_key == "wk-toml"
     assert s.segment_base_url == "https://events.eu1.segmentapis.com"
     assert (s.cookie_name, s.prefix, s.flush_interval) == ("ob_vid", "/_exp", 1.0)

@@ -84,7 +84,7 @@ def make_ob(endpoint: str, **settings: Any) -> Optibase:
         tests=[Test(id="hero", variants=[Variant("control"), Variant("bold")], pages=["/"])],
         conversions=[Conversion("purchase", ConversionType.PROGRAMMATIC)],
         segment_write_key=WRITE_KEY,
-        secret_keys=["s"],
+        secret_keys=["s" * 32],
         segment_endpoint=endpoint,
         **{**defaults, **settings},
     )
@@ -100,7 +100,9 @@ def make_delivery(
         "retry_max_time": 5.0,
         "shutdown_timeout": 2.0,
     }
-    resolved = Settings(secret_keys=("s",), segment_write_key=WRITE_KEY, **{**defaults, **settings})
+    resolved = Settings(
+        secret_keys=("s" * 32,), segment_write_key=WRITE_KEY, **{**defaults, **settings}
+    )
     transport = SegmentTransport(WRITE_KEY, base_url=endpoint, timeout=resolved.request_timeout)
     return Delivery(resolved, transport, MemoryStore() if dedupe_store is None else dedupe_store)
 
@@ -369,7 +371,7 @@ SECOND_PROCESS = textwrap.dedent(
     from optibase_edge import Optibase
 
     async def main():
-        ob = Optibase(secret_keys=["s"], segment_write_key=sys.argv[1],
+        ob = Optibase(secret_keys=["s" * 32], segment_write_key=sys.argv[1],
                       segment_endpoint=sys.argv[2], spool_path=sys.argv[3],
                       flush_interval=0.05, request_timeout=2.0)
         await ob.start()
@@ -427,7 +429,7 @@ MULTI_WORKER_APP = textwrap.dedent(
 
     ob = Optibase(
         tests=[Test(id="hero", variants=[Variant("control"), Variant("bold")], pages=["/"])],
-        secret_keys=["s"],
+        secret_keys=["s" * 32],
         segment_write_key=os.environ["TEST_WRITE_KEY"],
         segment_endpoint=os.environ["TEST_SINK"],
         flush_interval=0.05,

@@ -39,7 +39,7 @@ from tests.support.user_agents import DESKTOP_USER_AGENT
 
 ROOT = Path(__file__).resolve().parents[1]
 WRITE_KEY = "demo"
-SECRET_KEY = "test-secret-key-for-the-demo"
+SECRET_KEY = "test-secret-key-for-the-demo-0123456789"
 # A browser's user agent: the events should look like a real visitor's.
 USER_AGENT = DESKTOP_USER_AGENT
 DEADLINE = 5.0  # for events to reach the sink (flush_interval is 0.2 s)

@@ -31,7 +31,7 @@ from tests.support.server import serve
 from tests.support.user_agents import AS_A_BROWSER
 
 WRITE_KEY = "wk-e2e"
-SECRET = "e2e-secret"
+SECRET = "e2e-secret-" + "k" * 32
 
 
 def build_site(segment_endpoint: str, **settings: Any) -> tuple[Starlette, Optibase]:
@@ -249,7 +249,7 @@ def test_eu_region_posts_to_the_eu_host(monkeypatch: pytest.MonkeyPatch) -> None
     async def run() -> None:
         ob = Optibase(
             conversions=[Conversion("purchase", ConversionType.PROGRAMMATIC)],
-            secret_keys=["k"],
+            secret_keys=[SECRET],
             segment_write_key="eu-key",
             segment_region="eu",
         )
@@ -259,6 +259,6 @@ def test_eu_region_posts_to_the_eu_host(monkeypatch: pytest.MonkeyPatch) -> None
 
     asyncio.run(run())
     assert [str(r.url) for r in seen] == ["https://events.eu1.segmentapis.com/v1/batch"]
-    assert Optibase(secret_keys=["k"], segment_write_key="x").settings.segment_base_url == (
+    assert Optibase(secret_keys=[SECRET], segment_write_key="x").settings.segment_base_url == (
         "https://api.segment.io"
     )

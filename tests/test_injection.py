@@ -77,7 +77,7 @@ def make_app(tmp_path: Path, **settings: Any) -> tuple[Starlette, Optibase]:
     options: dict[str, Any] = {
         "tests": [Test("hero", [Variant("control"), Variant("bold")], pages=["/*"])],
         "conversions": [Conversion("signup", ConversionType.CLICK, selector="#signup")],
-        "secret_keys": ["inject"],
+        "secret_keys": ["inject" * 8],
         "events_path": tmp_path / "events.jsonl",
     }
     options.update(settings)
@@ -183,7 +183,7 @@ def test_injection_follows_configuration(tmp_path: Path) -> None:
 def test_a_streamed_body_with_a_declared_length_is_reframed(tmp_path: Path) -> None:
     ob = Optibase(
         conversions=[Conversion("signup", ConversionType.CLICK, selector="#s")],
-        secret_keys=["inject"],
+        secret_keys=["inject" * 8],
         events_path=tmp_path / "events.jsonl",
     )
     chunks = [

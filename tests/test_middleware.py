@@ -49,7 +49,9 @@ from tests.support.accounting import balanced
 from tests.support.user_agents import AS_A_BROWSER
 
 COOKIE = "optibase_vid"
-KEY = "test-secret-key"
+KEY = "test-secret-key-0123456789abcdef-0123"
+OLD_KEY = "old-key-" + "o" * 32
+NEW_KEY = "new-key-" + "n" * 32
 
 
 def make_optibase(tmp_path: Path, **kwargs: Any) -> Optibase:
@@ -712,26 +714,26 @@ def test_non_ascii_cookie_header_is_harmless(client: TestClient) -> None:
 
 
 def test_key_rotation_resigns_old_cookies(tmp_path: Path) -> None:
-    old_ob = make_optibase(tmp_path, secret_keys=["old-key"], events_path=tmp_path / "old.jsonl")
+    old_ob = make_optibase(tmp_path, secret_keys=[OLD_KEY], events_path=tmp_path / "old.jsonl")
     with TestClient(site(old_ob)) as client:
         first = fetch(client, "/")
         old_token = token_of(first)
-    rotated = make_optibase(tmp_path, secret_keys=["old-key", "new-key"])
+    rotated = make_optibase(tmp_path, secret_keys=[OLD_KEY, NEW_KEY])
     with TestClient(site(rotated)) as client:
         response = fetch(client, "/", old_token)
         assert response.json() == first.json()
         new_token = token_of(response)
         assert new_token != old_token
-        assert CookieCodec(["new-key"]).decode(new_token) is not None
-        assert CookieCodec(["old-key"]).decode(new_token) is None
-        record = CookieCodec(["new-key"]).decode(new_token)
+        assert CookieCodec([NEW_KEY]).decode(new_token) is not None
+        assert CookieCodec([OLD_KEY]).decode(new_token) is None
+        record = CookieCodec([NEW_KEY]).decode(new_token)
         assert record is not None and record.visitor_id == first.json()["id"]
         assert dict(record.assignments) == first.json()["active"]
         # with the new token, nothing more to re-sign
         assert set_cookies(fetch(client, "/", new_token)) == []
         assert flushed(client, rotated) == []  # not a new visitor, nothing newly assigned
     # once the old key is retired, the old cookie means a new visitor
-    retired = make_optibase(tmp_path, secret_keys=["new-key"], events_path=tmp_path / "r.jsonl")
+    retired = make_optibase(tmp_path, secret_keys=[NEW_KEY], events_path=tmp_path / "r.jsonl")
     with TestClient(site(retired)) as client:
         assert fetch(client, "/", old_token).json()["id"] != first.json()["id"]
         assert fetch(client, "/", new_token).json()["id"] == first.json()["id"]

@@ -27,7 +27,7 @@ async def conversions_from_two_sites(
     sites = [
         Optibase(
             conversions=[Conversion("upgrade", ConversionType.PROGRAMMATIC, one_per_visitor=True)],
-            secret_keys=["s"],
+            secret_keys=["s" * 32],
             events_path=events_dir / f"site-{i}.jsonl",
             dedupe_store=store,
         )

@@ -121,9 +121,9 @@ class Settings:
         if short:
             # The key itself is never shown: only where it is and how long it is.
             raise ConfigError(
-                f"secret_keys[{short[0]}] is {len(keys[short[0]])} characters; a secret key "
-                f"needs at least {MIN_SECRET_KEY_LENGTH} (make one with: python -c "
-                "'import secrets; print(secrets.token_urlsafe(32))')"
+                f"secret_keys[{short[0]}] is too short (length {len(keys[short[0]])}; a secret "
+                f"key needs at least {MIN_SECRET_KEY_LENGTH} characters; make one with: "
+                "python -c 'import secrets; print(secrets.token_urlsafe(32))')"
             )
         object.__setattr__(self, "secret_keys", keys)
         if self.segment_write_key is not None and not self.segment_write_key.strip():

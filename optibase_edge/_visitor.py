@@ -206,7 +206,7 @@ class Visitor:
             self._audience = "preview" if self._forced else "outside"
             return
         record = optibase._codec.decode(self._token) if self._token else None
-        if record is None and self._token:
+        if record is None and self._token is not None:
             record = self._other_cookie(optibase)
         if record is not None:
             self._id = record.visitor_id

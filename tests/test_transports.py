@@ -118,3 +118,22 @@ async def test_development_mode_without_a_transport_writes_json_lines(tmp_path: 
     await ob.aclose()
     (line,) = path.read_text().splitlines()
     assert json.loads(line)["anonymousId"] == "v-dev"
+
+
+async def test_json_lines_file_is_capped_with_one_rotated_file(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    transport = JsonLinesTransport(path, max_bytes=100)
+    line = len(MESSAGES[0]) + 1
+    for _ in range(50):
+        assert await transport.send(Batch(MESSAGES[:1], 0.0)) == Outcome(200)
+        assert path.stat().st_size < 100 + line  # never more than one batch over the cap
+    rotated = tmp_path / "events.jsonl.1"
+    assert rotated.exists() and sorted(p.name for p in tmp_path.iterdir()) == [
+        "events.jsonl",
+        "events.jsonl.1",
+    ]
+    # nothing is lost within what is kept: every line is a whole message
+    lines = rotated.read_bytes().splitlines() + path.read_bytes().splitlines()
+    assert set(lines) == {MESSAGES[0]} and len(lines) * line <= 2 * (100 + line)
+    with pytest.raises(ValueError):
+        JsonLinesTransport(path, max_bytes=0)

@@ -210,6 +210,7 @@ def test_own_format_sanity() -> None:
         [VID],
         [VID, {}, 1],
         ["not-a-uuid", {}],
+        [VID + "\n", {}],  # "$" would match before a trailing newline
         [VID.upper(), {}],
         [str(uuid.uuid1()), {}],  # right shape, wrong UUID version
         [123, {}],

@@ -135,18 +135,34 @@ def _gzip(raw: bytes) -> bytes:
 
 
 class JsonLinesTransport:
-    """One Segment message per line, appended to a local file (development mode)."""
+    """One Segment message per line, appended to a local file (development mode).
 
-    def __init__(self, path: str | Path) -> None:
+    The file is capped: once it holds ``max_bytes``, it is renamed with a
+    ``.1`` suffix (replacing the previous one) and a new file is started, so a
+    development server left running never holds more than about twice the cap.
+    """
+
+    def __init__(self, path: str | Path, *, max_bytes: int = 64 * 1024 * 1024) -> None:
+        if max_bytes <= 0:
+            raise ValueError("max_bytes must be > 0")
         self._path = Path(path)
+        self._max_bytes = max_bytes
 
     async def send(self, batch: Batch) -> Outcome:
         try:
+            if self._size() >= self._max_bytes:
+                self._path.replace(self._path.with_name(self._path.name + ".1"))
             with open(self._path, "ab") as file:
                 file.write(b"".join(message + b"\n" for message in batch.messages))
         except OSError as exc:
             return Outcome(0, error=str(exc))
         return Outcome(200)
+
+    def _size(self) -> int:
+        try:
+            return self._path.stat().st_size
+        except FileNotFoundError:
+            return 0
 
     async def aclose(self) -> None:
         return None

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import uvicorn
 
+from demo_site.allowed_hosts import exposure_warning
 from demo_site.app import create_demo_app
 from demo_site.sink import create_sink_app
 
@@ -78,7 +79,8 @@ async def _serve(args: argparse.Namespace, db_path: str) -> int:
         dashboard_url=sink_url + "/",
         flush_interval=args.flush_interval,
     )
-    sink_app = create_sink_app(db_path, write_key=WRITE_KEY)
+    # The address itself too: the site's delivery and the dashboard link name it.
+    sink_app = create_sink_app(db_path, write_key=WRITE_KEY, allowed_hosts=[host, *args.allow_host])
     level = "info" if args.verbose else "warning"
     sink = _Server(
         uvicorn.Config(sink_app, log_level=level, access_log=False, timeout_graceful_shutdown=3)
@@ -168,8 +170,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--flush-interval", type=float, default=0.2, help="seconds (default: %(default)s)"
     )
+    parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="let the sink answer this Host name too (besides loopback ones and --host);"
+        " repeatable",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="uvicorn info + access logs")
     args = parser.parse_args(argv)
+    if warning := exposure_warning(args.host):
+        print(f"demo_site: {warning}", file=sys.stderr, flush=True)
     if args.db:
         return asyncio.run(_serve(args, str(Path(args.db).resolve())))
     with tempfile.TemporaryDirectory(prefix="optibase-demo-") as tmp:

@@ -5,6 +5,13 @@ gzip``, at most 500 KB per request after decompression; the write key comes as
 the HTTP Basic user name (empty password) or as ``writeKey`` in the body.
 Unlike Segment, a wrong or missing write key (when one is configured) is a
 401, and an invalid request a 400 (see :mod:`demo_site.segment_messages`).
+
+Also unlike Segment, a body must be declared ``application/json`` (else 415),
+as this library's delivery and Segment's server libraries declare it. Segment
+also takes the ``text/plain`` its browser library sends, but any web page may
+post that type anywhere, from a form or a fetch, with no CORS preflight to ask
+leave; the demo's write key is no secret, so a page could fill the results.
+A page's ``application/json`` post waits for a preflight the sink never grants.
 """
 
 from __future__ import annotations
@@ -97,6 +104,12 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def _require_json(content_type: str) -> None:
+    media_type = content_type.partition(";")[0].strip().lower()  # parameters (charset) aside
+    if media_type != "application/json":
+        raise RequestError(415, "Content-Type must be application/json")
+
+
 def _parse_json(body: bytes) -> dict[str, JSONValue]:
     try:
         payload = json.loads(
@@ -145,6 +158,7 @@ def segment_routes(store: CallStore, write_key: str | None) -> list[Route]:
 
     async def ingest(request: Request, call_type: str) -> Response:
         try:
+            _require_json(request.headers.get("content-type", ""))
             header_key: str | None = None
             authorization = request.headers.get("authorization")
             if authorization is not None:

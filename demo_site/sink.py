@@ -13,22 +13,28 @@ The app assembles:
 * :mod:`demo_site.call_store`: every received message as a row in SQLite;
 * :mod:`demo_site.sink_api`: ``GET /api/calls``, ``GET /api/results``,
   ``DELETE /api/calls`` / ``POST /api/reset``;
-* :mod:`demo_site.dashboard`: ``GET /``, with its CSS and JS under ``/static/``.
+* :mod:`demo_site.dashboard`: ``GET /``, with its CSS and JS under ``/static/``;
+* :mod:`demo_site.allowed_hosts` and :mod:`demo_site.same_origin`: what keeps
+  web pages out, since the stored calls hold visitors' IPs and user agents and
+  anyone who reaches the sink may reset it.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import Final
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
+from demo_site.allowed_hosts import AllowedHostsMiddleware, exposure_warning
 from demo_site.call_store import CallStore
 from demo_site.dashboard import dashboard_route
+from demo_site.same_origin import SameOriginWritesMiddleware
 from demo_site.segment_api import segment_routes
 from demo_site.sink_api import sink_api_routes
 
@@ -36,13 +42,18 @@ STATIC_DIR: Final = Path(__file__).with_name("static")
 """The dashboard's stylesheet and script, found beside this file in a checkout."""
 
 
-def create_sink_app(db_path: str, *, write_key: str | None = None) -> Starlette:
+def create_sink_app(
+    db_path: str, *, write_key: str | None = None, allowed_hosts: Iterable[str] = ()
+) -> Starlette:
     """A Starlette app that accepts Segment HTTP API calls and shows A/B results.
 
     *db_path* is an SQLite file (``":memory:"`` works for tests).  When
     *write_key* is set, requests must carry it (HTTP Basic user name with an
     empty password, or ``writeKey`` in the body), else they get 401.  The
     store is ``app.state.sink_store``.
+
+    Requests must name a loopback host or one of *allowed_hosts* in ``Host``
+    (else 400), and a page of another origin may change nothing (403).
     """
     store = CallStore(db_path)
 
@@ -58,6 +69,10 @@ def create_sink_app(db_path: str, *, write_key: str | None = None) -> Starlette:
             *sink_api_routes(store),
             Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
         ],
+        middleware=[
+            Middleware(AllowedHostsMiddleware, hosts=list(allowed_hosts)),
+            Middleware(SameOriginWritesMiddleware),
+        ],
         lifespan=lifespan,
     )
     app.state.sink_store = store
@@ -67,6 +82,7 @@ def create_sink_app(db_path: str, *, write_key: str | None = None) -> Starlette:
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the sink on its own: ``python -m demo_site.sink --port 8765``."""
     import argparse
+    import sys
 
     import uvicorn
 
@@ -75,8 +91,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--write-key", default=None, help="require this write key")
+    parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="answer this Host name too (besides loopback ones and --host); repeatable",
+    )
     args = parser.parse_args(argv)
-    uvicorn.run(create_sink_app(args.db, write_key=args.write_key), host=args.host, port=args.port)
+    if warning := exposure_warning(args.host):
+        print(f"demo_site.sink: {warning}", file=sys.stderr, flush=True)
+    app = create_sink_app(
+        args.db, write_key=args.write_key, allowed_hosts=[args.host, *args.allow_host]
+    )
+    uvicorn.run(app, host=args.host, port=args.port)
 
 
 if __name__ == "__main__":

@@ -355,7 +355,10 @@ def test_python_m_demo_site_starts_serves_and_stops_cleanly(
 ) -> None:
     site_port, sink_port = free_port(), free_port()
     db = tmp_path / "sink.sqlite3"
-    process = start_demo("--port", str(site_port), "--sink-port", str(sink_port), "--db", str(db))
+    process = start_demo(
+        "--port", str(site_port), "--sink-port", str(sink_port), "--db", str(db),
+        "--allow-host", "demo.test",
+    )  # fmt: skip
     try:
         wait_for_port(site_port, process)
         wait_for_port(sink_port, process)
@@ -367,6 +370,8 @@ def test_python_m_demo_site_starts_serves_and_stops_cleanly(
             assert http.get("/pricing").status_code == 200
         dashboard = httpx2.get(sink + "/", timeout=5)
         assert dashboard.status_code == 200 and "Segment sink" in dashboard.text
+        for host, status in (("demo.test", 200), (f"localhost:{sink_port}", 200), ("x.test", 400)):
+            assert httpx2.get(sink + "/", headers={"Host": host}, timeout=5).status_code == status
         # Stop at once: the events still queued must be flushed into the sink on the way out.
         process.send_signal(stop_signal)
         out, err = process.communicate(timeout=10)
@@ -375,6 +380,7 @@ def test_python_m_demo_site_starts_serves_and_stops_cleanly(
             process.kill()
             process.communicate()
     assert process.returncode == 0, err
+    assert "warning" not in err
     assert f"site:       {site}/" in out
     assert f"dashboard:  {sink}/" in out
     assert "stopped:" in out and "0 pending, 0 lost" in out, out
@@ -403,3 +409,21 @@ def test_python_m_demo_site_reports_a_busy_port(tmp_path: Path) -> None:
     assert process.returncode != 0
     assert f"cannot listen on 127.0.0.1:{port} for the site" in err
     assert "--port" in err
+
+
+def test_python_m_demo_site_warns_when_told_to_listen_beyond_loopback() -> None:
+    # The sink's port is taken, so the demo stops before anything listens on 0.0.0.0;
+    # the warning comes before that, as soon as the arguments are read.
+    with bound_socket() as busy:
+        busy.listen()
+        port = busy.getsockname()[1]
+        process = start_demo("--host", "0.0.0.0", "--sink-port", str(port), "--port", "0")
+        try:
+            _, err = process.communicate(timeout=10)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert "demo_site: warning: listening on 0.0.0.0, not a loopback address" in err
+    assert "other machines can reach the sink" in err and "--allow-host" in err
+    assert f"cannot listen on 0.0.0.0:{port} for the sink" in err  # so nothing did

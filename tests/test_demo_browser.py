@@ -3,26 +3,34 @@
 The site and the sink run under real uvicorn on 127.0.0.1 (as in
 tests/test_demo.py); the only addition is a pass-through ASGI wrapper counting
 the collector's answers, so a test knows when the browser's beacon was handled.
+The last tests attack a sink of their own from hostile pages.
 Kept synchronous: Playwright's sync API cannot run inside a running asyncio loop.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from demo_site.experiment import HEADLINES
+from demo_site.sink import create_sink_app
+from tests.support.browser import CHROMIUM_ARGS, CHROMIUM_PATH
 from tests.support.polling import wait_until
+from tests.support.server import serve
 from tests.test_demo import (
     DEADLINE,
     SETTLE,
     USER_AGENT,
+    WRITE_KEY,
     Demo,
     conversions,
     run_demo,
@@ -265,3 +273,86 @@ def test_dashboard_shows_the_signup(page: Any, demo: Demo, errors: list[str]) ->
         "document.getElementById('feed-status').textContent === 'live'",
         timeout=DEADLINE * 1000,
     )
+
+
+# --------------------------------------------------------------------------- hostile pages
+
+HOSTILE_NAME = "evil.example"
+
+# Submits a form like a page's own script would, from wherever the page is.
+POST_FORM = """([action, enctype, name, value]) => {
+  const form = document.createElement("form");
+  form.method = "POST";
+  form.action = action;
+  form.enctype = enctype;
+  const field = document.createElement("input");
+  field.name = name;
+  field.value = value;
+  form.append(field);
+  document.body.append(form);
+  form.submit();
+}"""
+
+
+@pytest.fixture(scope="module")
+def rebinding_browser(browser: Any) -> Iterator[Any]:
+    """Chromium for which evil.example is 127.0.0.1: where a DNS rebinding attack ends up."""
+    rebound = browser.browser_type.launch(
+        executable_path=CHROMIUM_PATH,
+        headless=True,
+        args=[*CHROMIUM_ARGS, f"--host-resolver-rules=MAP {HOSTILE_NAME} 127.0.0.1"],
+    )
+    yield rebound
+    rebound.close()
+
+
+@pytest.fixture
+def sink_url(tmp_path: Path) -> Iterator[str]:
+    """A sink of the demo's own, holding one visitor's call."""
+    with serve(create_sink_app(str(tmp_path / "sink.sqlite3"), write_key=WRITE_KEY)) as url:
+        message = {"type": "identify", "anonymousId": "victim", "messageId": "m-victim"}
+        stored = httpx2.post(f"{url}/v1/batch", json={"writeKey": WRITE_KEY, "batch": [message]})
+        assert stored.status_code == 200, stored.text
+        yield url
+
+
+def stored_ids(sink_url: str) -> list[str]:
+    return [c["message_id"] for c in httpx2.get(f"{sink_url}/api/calls", timeout=5).json()]
+
+
+def test_a_rebound_name_reads_nothing(rebinding_browser: Any, sink_url: str) -> None:
+    port = sink_url.rsplit(":", 1)[1]
+    page = rebinding_browser.new_page()
+    try:
+        for path in ("/", "/api/calls"):
+            # Same-origin for the browser: a page of evil.example could read this.
+            response = page.goto(f"http://{HOSTILE_NAME}:{port}{path}")
+            assert response is not None and response.status == 400, path
+            assert "victim" not in page.content()
+    finally:
+        page.close()
+
+
+def test_a_page_elsewhere_can_neither_reset_nor_fill_the_sink(page: Any, sink_url: str) -> None:
+    page.route(
+        f"http://{HOSTILE_NAME}/",
+        lambda route: route.fulfill(content_type="text/html", body="<!doctype html><p>Hi"),
+    )
+    # A text/plain form can carry JSON: the body is name=value, here {..., "pad": "="}.
+    fake = {"type": "identify", "anonymousId": "fake", "messageId": "m-fake"}
+    poison = json.dumps({"writeKey": WRITE_KEY, "batch": [fake], "pad": ""})[:-2]
+    for action, enctype, name, value in (
+        (f"{sink_url}/api/reset", "application/x-www-form-urlencoded", "x", "y"),
+        (f"{sink_url}/v1/batch", "text/plain", poison, '"}'),
+    ):
+        page.goto(f"http://{HOSTILE_NAME}/")
+        with page.expect_navigation() as navigation:
+            page.evaluate(POST_FORM, [action, enctype, name, value])
+        assert navigation.value.status == 403, action
+    assert stored_ids(sink_url) == ["m-victim"]
+
+    # Control: the sink's own page may (a real browser's Origin is the sink's own).
+    page.goto(f"{sink_url}/")
+    status = page.evaluate("fetch('/api/reset', {method: 'POST'}).then((r) => r.status)")
+    assert status == 200
+    assert stored_ids(sink_url) == []

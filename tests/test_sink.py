@@ -18,6 +18,8 @@ from starlette.testclient import TestClient
 from demo_site.sink import create_sink_app
 from tests.support.server import serve
 
+# A name the sink answers to (TestClient's own "testserver" is not one).
+BASE_URL = "http://127.0.0.1:8001"
 JSON = {"Content-Type": "application/json"}
 GZIP_JSON = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
 
@@ -60,7 +62,8 @@ def converted(
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
-    with TestClient(create_sink_app(str(tmp_path / "sink.sqlite3"))) as test_client:
+    app = create_sink_app(str(tmp_path / "sink.sqlite3"))
+    with TestClient(app, base_url=BASE_URL) as test_client:
         yield test_client
 
 
@@ -197,7 +200,7 @@ def test_oversize_message_is_400(client: TestClient) -> None:
 def test_write_key_auth(tmp_path: Path) -> None:
     app = create_sink_app(str(tmp_path / "auth.sqlite3"), write_key="secret")
     body = {"batch": [track("a", "E", {}, "m1")]}
-    with TestClient(app) as test_client:
+    with TestClient(app, base_url=BASE_URL) as test_client:
         assert test_client.post("/v1/batch", json=body, headers=basic("wrong")).status_code == 401
         response = test_client.post("/v1/batch", json=body)  # no key at all
         assert response.status_code == 401
@@ -422,6 +425,112 @@ def test_dashboard_survives_lone_surrogates_and_control_chars(client: TestClient
     assert test["test_id"] == "t\ud800\x00"
 
 
+# --------------------------------------------------------------------------- web pages kept out
+
+VICTIM_IP = "203.0.113.7"
+VICTIM_AGENT = "Mozilla/5.0 (victim's browser)"
+
+
+def store_a_visit(client: TestClient | httpx2.Client) -> None:
+    """One call holding what a hostile page would want: a visitor's IP and user agent."""
+    message = viewed("victim", "hero", "control", "m-victim")
+    message["context"] = {"ip": VICTIM_IP, "userAgent": VICTIM_AGENT}
+    response = client.post("/v1/batch", json={"batch": [message]})
+    assert response.status_code == 200, response.text
+
+
+def test_a_rebound_host_name_is_refused_without_data(tmp_path: Path) -> None:
+    """DNS rebinding: a page of evil.example whose name now points at 127.0.0.1."""
+    app = create_sink_app(str(tmp_path / "rebind.sqlite3"), allowed_hosts=["demo.lan"])
+    with serve(app) as base, httpx2.Client(base_url=base, timeout=5) as http:
+        store_a_visit(http)
+        port = base.rsplit(":", 1)[1]
+        for host in (
+            f"evil.example:{port}",
+            "evil.example",
+            f"localhost.evil.example:{port}",
+            f"127.0.0.1.nip.io:{port}",
+            f"[::1]x:{port}",
+            f"localhost:{port}@evil.example",
+            "",
+        ):
+            for path in ("/", "/api/calls", "/api/results"):
+                response = http.get(path, headers={"Host": host})
+                assert response.status_code == 400, (host, path)
+                assert response.json()["error"].startswith("Host not allowed")
+                for secret in ("victim", VICTIM_IP, VICTIM_AGENT):
+                    assert secret not in response.text
+        # Loopback names in any case, with any port, and the name it was given.
+        for host in (f"localhost:{port}", f"LocalHost:{port}", "[::1]:8001", f"demo.lan:{port}"):
+            response = http.get("/api/calls", headers={"Host": host})
+            assert response.status_code == 200, host
+            assert VICTIM_IP in response.text
+
+
+FOREIGN_PAGES = {
+    "cross-site": {"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"},
+    "origin-only": {"Origin": "http://evil.example"},
+    "opaque-origin": {"Origin": "null"},
+    "demo-site-port": {"Origin": "http://127.0.0.1:8000", "Sec-Fetch-Site": "same-site"},
+    "other-scheme": {"Origin": "https://127.0.0.1:8001"},
+    "cross-site-metadata-only": {"Sec-Fetch-Site": "cross-site"},
+    "same-site-metadata-only": {"Sec-Fetch-Site": "same-site"},
+}
+
+
+@pytest.mark.parametrize("headers", FOREIGN_PAGES.values(), ids=FOREIGN_PAGES)
+def test_a_page_of_another_origin_changes_nothing(
+    client: TestClient, headers: dict[str, str]
+) -> None:
+    """CSRF: another page makes the visitor's browser reset the sink, or post to it."""
+    store_a_visit(client)
+    for method, path in (("POST", "/api/reset"), ("DELETE", "/api/calls")):
+        response = client.request(method, path, headers=headers)
+        assert response.status_code == 403, (method, path)
+        assert response.json() == {"success": False, "error": "cross-origin request refused"}
+    post = client.post("/v1/batch", json={"batch": [track("a", "E", {}, "m")]}, headers=headers)
+    assert post.status_code == 403
+    assert [c["message_id"] for c in calls(client)] == ["m-victim"]
+    assert client.get("/api/calls", headers=headers).status_code == 200  # reading is no change
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"Origin": BASE_URL, "Sec-Fetch-Site": "same-origin"}, {}],
+    ids=["same-origin-page", "script"],
+)
+def test_own_pages_and_scripts_may_reset(client: TestClient, headers: dict[str, str]) -> None:
+    store_a_visit(client)
+    assert client.post("/api/reset", headers=headers).json() == {"success": True, "deleted": 1}
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/plain;charset=UTF-8",  # what fetch() sends for a string body
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        None,  # fetch() with a Blob or ArrayBuffer body
+        "application/jsonx",
+    ],
+)
+def test_only_json_bodies_are_ingested(client: TestClient, content_type: str | None) -> None:
+    """A page posting JSON as text/plain (which needs no CORS preflight) stores nothing."""
+    body = json.dumps({"writeKey": "demo", "batch": [viewed("fake", "hero", "control", "f1")]})
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    for path in ("/v1/batch", "/v1/track"):
+        response = client.post(path, content=body.encode(), headers=headers)
+        assert response.status_code == 415, path
+        assert response.json()["error"] == "Content-Type must be application/json"
+    assert calls(client) == []
+    for accepted in ("application/json; charset=utf-8", "Application/JSON"):
+        response = client.post(
+            "/v1/batch", content=body.encode(), headers={"Content-Type": accepted}
+        )
+        assert response.status_code == 200, accepted
+
+
 # --------------------------------------------------------------------------- properties
 
 json_scalars = (
@@ -446,7 +555,7 @@ json_values = st.recursive(
 
 @pytest.fixture(scope="module")
 def memory_client() -> Iterator[TestClient]:
-    with TestClient(create_sink_app(":memory:")) as test_client:
+    with TestClient(create_sink_app(":memory:"), base_url=BASE_URL) as test_client:
         yield test_client
 
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from ._config import ConfigError
 from ._optibase import Optibase
-from ._settings import Settings
+from ._settings import Budget, Settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -54,9 +54,18 @@ def _summarise(settings: Settings) -> None:
     print(f"  cache-control: {settings.cache_control or 'left to the app'}")
     bots = settings.screen_bots
     print(f"  bot screening: {'a callable decides' if callable(bots) else 'on' if bots else 'off'}")
+    visitor, address = settings.collector_visitor_budget, settings.collector_ip_budget
+    print(f"  collector budgets: per visitor {_budget(visitor)}; per address {_budget(address)}")
     if settings.development:
         print("  development mode: no secret key and no write key (events go to a local file)")
     elif not settings.segment_write_key:
         print(f"  no Segment write key: events go to {settings.events_path}")
     else:
         print(f"  Segment: {settings.segment_base_url}")
+
+
+def _budget(budget: Budget | None) -> str:
+    if budget is None:
+        return "no limit"
+    burst, per_second = budget
+    return f"{burst} beacons at once, then {per_second:g} a second"

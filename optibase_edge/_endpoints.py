@@ -2,42 +2,57 @@
 
 Everything a client sends here is hostile until proven otherwise: the visitor
 comes only from the signed cookie, the body is size-capped JSON naming a
-conversion of the right type on a page of this site, a PROGRAMMATIC conversion
-is accepted only when its definition says a browser may fire it
-(``from_browser=True``: any visitor can post anything a page can), and every
-refusal is a short 4xx. Nothing here answers 5xx. A preview session, another
-host or a visitor without consent is answered as usual and records nothing.
+conversion of the right type on a page of this site (its scheme and host), a
+PROGRAMMATIC conversion is accepted only when its definition says a browser may
+fire it (``from_browser=True``: any visitor can post anything a page can), and
+every refusal is a short 4xx. Nothing here answers 5xx, and nothing a client
+sends puts a traceback in the log. A preview session, another host or a
+visitor without consent is answered as usual and records nothing.
+
+A client's time and volume are bounded too: the body must arrive within
+``BODY_DEADLINE`` seconds (else 408), and beacons spend budgets (else 429 with
+``Retry-After``): one per client address, charged before the body is read, so
+a flood of junk costs a header scan; and one per visitor, keyed by the ID the
+signed cookie proves and charged only by a beacon that would record, so nobody
+can spend another visitor's. Both come after the checks a cross-site page
+cannot pass (``Sec-Fetch-Site``, ``Origin``, a JSON content type needs a CORS
+preflight), so no other site can spend a visitor's or an address's budget.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-import logging
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.types import Message, Receive, Scope, Send
 
+from ._budgets import Budgets
 from ._client_script import ClientScript
 from ._config import ConversionType
 from ._cookie import read_cookie
 from ._optibase import Optibase
 from ._visitor import Visitor
 
-logger = logging.getLogger("optibase_edge")
-
 MAX_BODY_BYTES = 8 * 1024
+# Seconds from the first receive for the whole body: a beacon is under 1 KB, and a client
+# that trickles one holds a connection and a task for as long as it is let.
+BODY_DEADLINE = 5.0
 _MAX_URL_LENGTH = 4096
 _BEACON_TYPES = {"click": ConversionType.CLICK, "conversion": ConversionType.PROGRAMMATIC}
 
 SetCookie = Callable[[Message, Visitor, Scope], Message]
+Site = tuple[str, str]  # (scheme, host) of this site, as the client asked for it
 
 
 class _Refused(Exception):
-    def __init__(self, status: int, error: str) -> None:
+    def __init__(self, status: int, error: str, *headers: tuple[bytes, bytes]) -> None:
         self.status = status
         self.error = error
+        self.headers = headers
 
 
 class Endpoints:
@@ -51,7 +66,11 @@ class Endpoints:
         self._optibase = optibase
         self._script_for = script.for_root
         self._set_cookie = set_cookie
-        prefix = optibase.settings.prefix
+        settings = optibase.settings
+        visitor_budget, ip_budget = settings.collector_visitor_budget, settings.collector_ip_budget
+        self._visitor_budgets = Budgets(*visitor_budget) if visitor_budget else None
+        self._ip_budgets = Budgets(*ip_budget) if ip_budget else None
+        prefix = settings.prefix
         self._routes = {
             f"{prefix}/script.js": self._script,
             f"{prefix}/variants": self._variants,
@@ -66,9 +85,13 @@ class Endpoints:
                 raise _Refused(404, "not found")
             await handler(scope, receive, send)
         except _Refused as refused:
-            await _json(send, refused.status, {"error": refused.error})
-        except Exception:
-            logger.exception("optibase: collector failed on a request")
+            await _json(send, refused.status, {"error": refused.error}, refused.headers)
+        except Exception as exc:
+            # No traceback: whatever a client's request sets off, it can set off again and again.
+            self._optibase._request_log.warning(
+                f"{route} {type(exc).__name__}",
+                f"optibase: {route} failed on a request ({exc!r:.200}); answered 400",
+            )
             await _json(send, 400, {"error": "request could not be processed"})
 
     async def _script(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -114,13 +137,24 @@ class Endpoints:
         optibase = self._optibase
         if scope["method"] != "POST":
             raise _Refused(405, "method not allowed")
-        _refuse_cross_site(scope)
+        headers = dict(scope["headers"])
+        ip, scheme = optibase._client(scope, headers)
+        site = (scheme, headers.get(b"host", b"").decode("latin-1").lower())
+        _refuse_cross_site(headers, site)
         content_type = (_header(scope, b"content-type") or "").split(";", 1)[0].strip().lower()
         if content_type != "application/json":
             raise _Refused(415, "content-type must be application/json")
+        # Past the checks no other site's page passes, and before the body: junk costs little.
+        if self._ip_budgets is not None and ip is not None:
+            wait = self._ip_budgets.spend(ip)
+            if wait:
+                self._warn_if_proxied(scope, headers, ip)
+                raise _too_many(wait, "this address")
         body = await _read_body(scope, receive)
         try:
             data = json.loads(body)
+        except RecursionError:  # a RecursionError is no ValueError: "[[[[…" of 8 KB raises it
+            raise _Refused(400, "body is nested too deeply") from None
         except (ValueError, UnicodeDecodeError):
             raise _Refused(400, "body is not valid JSON") from None
         if not isinstance(data, dict):
@@ -132,7 +166,7 @@ class Endpoints:
         if not isinstance(conversion_id, str) or not conversion_id:
             raise _Refused(400, "conversion_id must be a non-empty string")
         url = data.get("url")
-        if not isinstance(url, str) or len(url) > _MAX_URL_LENGTH or not _same_site(url, scope):
+        if not isinstance(url, str) or len(url) > _MAX_URL_LENGTH or not _same_site(url, site):
             raise _Refused(400, "url must be a page of this site")
         referrer = data.get("referrer", "")
         if not isinstance(referrer, str) or len(referrer) > _MAX_URL_LENGTH:
@@ -155,6 +189,11 @@ class Endpoints:
             # a page this site served, that records nothing, as the page itself did.
             await _no_content(send)
             return
+        # Only a beacon that would record, under the ID the cookie proves, spends this one.
+        if self._visitor_budgets is not None:
+            wait = self._visitor_budgets.spend(visitor.id)
+            if wait:
+                raise _too_many(wait, "this visitor")
         # The beacon's request is not the page's: the page and its referrer come from the body.
         context = visitor._request_context()._replace(url=url, referrer=referrer or None)
         visitor._fire(conversion, origin_url=url, context=context)
@@ -165,25 +204,44 @@ class Endpoints:
         forced = previews.from_cookie(scope) if previews is not None else {}
         return Visitor(self._optibase, scope, token, forced, may_mint=may_mint)
 
+    def _warn_if_proxied(self, scope: Scope, headers: Mapping[bytes, bytes], ip: str) -> None:
+        """Say so when the address out of budget is a proxy's that forwards for others.
 
-def _refuse_cross_site(scope: Scope) -> None:
-    fetch_site = _header(scope, b"sec-fetch-site")
-    if fetch_site is not None and fetch_site not in ("same-origin", "none"):
+        Unless ``trusted_proxies`` lists it, every client behind it shares its budget.
+        """
+        peer = scope.get("client")
+        if b"x-forwarded-for" in headers and peer is not None and peer[0] == ip:
+            self._optibase._request_log.warning(
+                "collector proxy",
+                f"optibase: the collector's per-address budget refused {ip}, which forwards "
+                "requests for others (X-Forwarded-For): add it to trusted_proxies",
+            )
+
+
+def _too_many(wait: float, whose: str) -> _Refused:
+    retry_after = str(max(1, math.ceil(wait))).encode()
+    return _Refused(429, f"too many beacons from {whose}", (b"retry-after", retry_after))
+
+
+def _refuse_cross_site(headers: Mapping[bytes, bytes], site: Site) -> None:
+    fetch_site = headers.get(b"sec-fetch-site")
+    if fetch_site is not None and fetch_site not in (b"same-origin", b"none"):
         raise _Refused(403, "cross-site request")
-    origin = _header(scope, b"origin")
-    if origin is not None and not _same_site(origin, scope):
+    origin = headers.get(b"origin")
+    if origin is not None and not _same_site(origin.decode("latin-1"), site):
         raise _Refused(403, "cross-site request")
 
 
-def _same_site(url: str, scope: Scope) -> bool:
-    host = _header(scope, b"host")
+def _same_site(url: str, site: Site) -> bool:
+    """*url* is on this site: the same scheme and host (``Origin: null`` is not)."""
+    scheme, host = site
     if not host:
         return False
     try:
         parts = urlsplit(url)
     except ValueError:
         return False
-    return parts.scheme in ("http", "https") and parts.netloc.lower() == host.lower()
+    return parts.scheme == scheme and parts.netloc.lower() == host
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -203,17 +261,24 @@ async def _read_body(scope: Scope, receive: Receive) -> bytes:
             raise _Refused(400, "bad content-length") from None
     chunks: list[bytes] = []
     size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _Refused(400, "client went away")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise _Refused(413, f"body over {MAX_BODY_BYTES} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+    try:
+        async with asyncio.timeout(BODY_DEADLINE):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise _Refused(400, "client went away")
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    raise _Refused(413, f"body over {MAX_BODY_BYTES} bytes")
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
+    except TimeoutError:
+        # The rest of the body may still be coming: the connection cannot carry another request.
+        raise _Refused(
+            408, f"body not received within {BODY_DEADLINE:g} s", (b"connection", b"close")
+        ) from None
 
 
 async def _no_content(send: Send) -> None:
@@ -221,7 +286,9 @@ async def _no_content(send: Send) -> None:
     await send({"type": "http.response.body", "body": b""})
 
 
-async def _json(send: Send, status: int, payload: dict[str, Any]) -> None:
+async def _json(
+    send: Send, status: int, payload: dict[str, Any], headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
     body = json.dumps(payload).encode()
     await send(
         {
@@ -230,6 +297,7 @@ async def _json(send: Send, status: int, payload: dict[str, Any]) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
+                *headers,
             ],
         }
     )

@@ -27,6 +27,7 @@ from ._screening import bot_check
 from ._seen import LocalSeen
 from ._settings import (
     BotScreen,
+    Budget,
     CacheControl,
     Consent,
     CspNonce,
@@ -99,6 +100,8 @@ class Optibase:
         screen_bots: bool | BotScreen = Settings.screen_bots,
         trusted_proxies: Sequence[str] = Settings.trusted_proxies,
         ip: IpMode = Settings.ip,
+        collector_visitor_budget: Budget | None = Settings.collector_visitor_budget,
+        collector_ip_budget: Budget | None = Settings.collector_ip_budget,
     ) -> None:
         settings = Settings(
             tests=tuple(tests),
@@ -137,6 +140,8 @@ class Optibase:
             screen_bots=screen_bots,
             trusted_proxies=cast(tuple[str, ...], trusted_proxies),
             ip=ip,
+            collector_visitor_budget=collector_visitor_budget,
+            collector_ip_budget=collector_ip_budget,
         )
         self._settings = settings
         if settings.development:
@@ -163,6 +168,8 @@ class Optibase:
         self._is_bot = bot_check(settings.screen_bots)
         self._cookie_name = settings.cookie_name.encode("latin-1")
         self._consent_log = RateLimitedLog(None)
+        # What went wrong with a request a client sent: any client may send it again and again.
+        self._request_log = RateLimitedLog(None)
         self._hosts = HostAllowList(settings.hosts) if settings.hosts else None
         self._proxies = (
             TrustedProxies(parse_networks(settings.trusted_proxies))

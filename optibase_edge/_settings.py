@@ -27,6 +27,8 @@ Consent = Callable[[Mapping[str, Any]], bool]
 BotScreen = Callable[[str], bool]
 SplitUrl = Literal["rewrite", "redirect"]
 CacheControl = Literal["private"]
+# A collector budget: beacons that may come at once (the burst), then how many a second.
+Budget = tuple[int, float]
 
 SEGMENT_BASE_URLS: Mapping[str, str] = {
     "us": "https://api.segment.io",
@@ -50,6 +52,14 @@ def _positive(name: str, value: float) -> None:
 def _not_negative(name: str, value: float) -> None:
     if not value >= 0:
         raise ConfigError(f"{name} must be >= 0, got {value!r}")
+
+
+def _budget(name: str, value: Budget | None) -> None:
+    if value is not None and not (value[0] >= 1 and value[1] > 0):
+        raise ConfigError(
+            f"{name} must be (burst, per_second) with burst >= 1 and per_second > 0, "
+            f"or None for no limit; got {value!r}"
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,6 +105,10 @@ class Settings:
     # Who the client is: the socket's peer, or what trusted proxies forward; what Segment gets.
     trusted_proxies: tuple[str, ...] = ()
     ip: IpMode = "full"
+    # The collector's budgets, (burst, per_second): beacons a visitor (the signed cookie's ID) may
+    # have recorded, and an address (as trusted_proxies says) may post; past one, a 429.
+    collector_visitor_budget: Budget | None = field(default=(20, 1.0), metadata={"check": _budget})
+    collector_ip_budget: Budget | None = field(default=(500, 20.0), metadata={"check": _budget})
 
     signing_keys: tuple[str, ...] = field(init=False, repr=False)
     conversions_by_id: Mapping[str, Conversion] = field(init=False, repr=False, compare=False)
@@ -244,10 +258,14 @@ def _conform(name: str, value: object, hint: Any, *, secret: bool = False) -> An
             return value
     elif origin is tuple:
         if isinstance(value, Iterable) and not isinstance(value, str | bytes | Mapping):
-            return tuple(
-                _conform(f"{name}[{i}]", item, args[0], secret=secret)
-                for i, item in enumerate(value)
-            )
+            items = tuple(value)
+            # tuple[X, ...] holds any number of X; tuple[X, Y] exactly an X and a Y.
+            item_hints = args[:1] * len(items) if args[-1] is Ellipsis else args
+            if len(item_hints) == len(items):
+                return tuple(
+                    _conform(f"{name}[{i}]", item, item_hint, secret=secret)
+                    for i, (item, item_hint) in enumerate(zip(items, item_hints, strict=True))
+                )
     elif origin is Callable or hint is Callable:
         if callable(value):
             return value
@@ -272,8 +290,10 @@ def _describe(hint: Any) -> str:
         return " or ".join(_describe(a) for a in args)
     if origin is Literal:
         return " or ".join(repr(a) for a in args)
-    if origin is tuple:
+    if origin is tuple and args[-1] is Ellipsis:
         return f"a list of {_describe(args[0])}"
+    if origin is tuple:
+        return f"[{', '.join(_describe(a) for a in args)}]"
     if origin is Callable:
         return "a callable"
     if hint is type(None):

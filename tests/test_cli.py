@@ -53,6 +53,7 @@ preview_param = "qa"
 split_url = "redirect"
 cache_control = "private"
 screen_bots = false
+collector_ip_budget = [2000, 100]
 
 [[tests]]
 id = "landing"
@@ -81,6 +82,10 @@ def test_check_shows_every_experiment_control(
     assert "split-URL variants: redirect" in out
     assert "cache-control: private" in out
     assert "bot screening: off" in out
+    assert (
+        "collector budgets: per visitor 20 beacons at once, then 1 a second; "
+        "per address 2000 beacons at once, then 100 a second"
+    ) in out
 
 
 @pytest.mark.parametrize(
@@ -96,6 +101,8 @@ def test_check_shows_every_experiment_control(
         (GOOD.replace('segment_region = "eu"', 'segment_region = "ap"'), "segment_region"),
         (GOOD.replace('secret_keys = ["cli-secret-key-0123456789abcdef0123"]', ""), "secret_keys"),
         (GOOD + "\nbogus = 1\n", "bogus"),
+        (CONTROLS.replace("[2000, 100]", "[2000]"), "collector_ip_budget"),
+        (CONTROLS.replace("[2000, 100]", "[0, 100]"), "collector_ip_budget"),
         ("[[tests]\n", "not valid TOML"),
     ],
 )

@@ -18,14 +18,17 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
+from starlette.types import Message
 
 from optibase_edge import Conversion, ConversionType, Optibase, OptibaseMiddleware, Test, Variant
+from optibase_edge._cookie import new_visitor_id
 from optibase_edge._endpoints import MAX_BODY_BYTES
 
 PAGE = "http://testserver/landing"
+UNLIMITED = {"collector_visitor_budget": None, "collector_ip_budget": None}
 
 
-def make_site(events: Path) -> tuple[Starlette, Optibase]:
+def make_site(events: Path, **settings: Any) -> tuple[Starlette, Optibase]:
     ob = Optibase(
         tests=[Test("hero", [Variant("control"), Variant("bold")], pages=["/landing"])],
         conversions=[
@@ -37,6 +40,7 @@ def make_site(events: Path) -> tuple[Starlette, Optibase]:
         ],
         secret_keys=["collector-secret-0123456789abcdef"],
         events_path=events,
+        **settings,
     )
 
     async def landing(request: Request) -> HTMLResponse:
@@ -53,8 +57,14 @@ def events(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def site(events: Path) -> Iterator[tuple[TestClient, Optibase]]:
-    app, ob = make_site(events)
+def site_settings() -> dict[str, Any]:
+    """Settings of the test site beyond make_site's (a test parametrizes it to change them)."""
+    return {}
+
+
+@pytest.fixture
+def site(events: Path, site_settings: dict[str, Any]) -> Iterator[tuple[TestClient, Optibase]]:
+    app, ob = make_site(events, **site_settings)
     with TestClient(app) as test_client:
         yield test_client, ob
 
@@ -277,7 +287,14 @@ def expected_status(body: bytes, content_type: str) -> int:
     return 204 if BEACONS[conversion_id][0] == data["type"] else 400
 
 
-URLS = [PAGE, "https://testserver/pricing?x=1", "http://other/x", "", "http://[::1"]
+URLS = [
+    PAGE,
+    "https://testserver/pricing?x=1",
+    "http://testserver/pricing?x=1",
+    "http://other/x",
+    "",
+    "http://[::1",
+]
 
 
 def json_body(kind: str, conversion_id: str) -> bytes:
@@ -289,9 +306,10 @@ def on_this_site(url: Any) -> bool:
         parts = urlsplit(url) if isinstance(url, str) else None
     except ValueError:
         return False
-    return parts is not None and parts.scheme in ("http", "https") and parts.netloc == "testserver"
+    return parts is not None and parts.scheme == "http" and parts.netloc == "testserver"
 
 
+@pytest.mark.parametrize("site_settings", [UNLIMITED])  # the budgets are tested on their own
 @settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -379,3 +397,295 @@ def test_endpoints_work_for_an_app_mounted_under_a_root_path(events: Path) -> No
     lines = [json.loads(line) for line in events.read_text().splitlines()]
     (click,) = [e for e in lines if e.get("event") == "Conversion Triggered"]
     assert click["properties"]["origin_url"] == url
+
+
+# -- budgets: a visitor, and an address, may post so much and no more ------------------------
+
+
+def signed_cookie(ob: Optibase) -> tuple[str, str]:
+    """A new visitor's ID, and a ``Cookie`` header that proves it."""
+    visitor_id = new_visitor_id()
+    return visitor_id, f"optibase_vid={ob._codec.encode(visitor_id, {})}"
+
+
+def click(client: TestClient, cookie: str, **headers: str) -> Any:
+    body = {"type": "click", "conversion_id": "cta", "url": PAGE}
+    return beacon(client, body, headers={"cookie": cookie, **headers})
+
+
+def test_the_default_budgets_take_a_persons_burst_and_stop_a_script(
+    site: tuple[TestClient, Optibase], conversions: Callable[[], list[Any]]
+) -> None:
+    client, ob = site
+    assert ob.settings.collector_visitor_budget == (20, 1.0)
+    assert ob.settings.collector_ip_budget == (500, 20.0)  # many people behind one NAT
+    _, cookie = signed_cookie(ob)
+    statuses = [click(client, cookie).status_code for _ in range(60)]
+    assert statuses[:20] == [204] * 20
+    assert statuses.count(429) >= 30  # 60 posts take well under 10 s, at a token a second
+    assert len(conversions()) == statuses.count(204)
+
+
+@pytest.mark.parametrize(
+    "site_settings", [{"collector_visitor_budget": (2, 0.25), "collector_ip_budget": None}]
+)
+def test_a_visitor_past_its_budget_gets_429_with_retry_after_and_records_nothing(
+    site: tuple[TestClient, Optibase], conversions: Callable[[], list[Any]]
+) -> None:
+    client, ob = site
+    _, cookie = signed_cookie(ob)
+    assert [click(client, cookie).status_code for _ in range(2)] == [204, 204]
+    refused = click(client, cookie)
+    assert refused.status_code == 429
+    assert refused.json() == {"error": "too many beacons from this visitor"}
+    # A token takes 4 s to come back (0.25 a second): Retry-After says so, in whole seconds.
+    assert refused.headers["retry-after"] == "4"
+    assert len(conversions()) == 2
+    other_id, other = signed_cookie(ob)
+    assert click(client, other).status_code == 204  # each visitor has a budget of their own
+    assert conversions()[-1]["anonymousId"] == other_id
+
+
+@pytest.mark.parametrize(
+    "site_settings", [{"collector_visitor_budget": (2, 0.001), "collector_ip_budget": None}]
+)
+def test_only_a_beacon_that_would_record_spends_the_visitors_budget(
+    site: tuple[TestClient, Optibase], conversions: Callable[[], list[Any]]
+) -> None:
+    client, ob = site
+    _, cookie = signed_cookie(ob)
+    refused_anyway = [
+        ({"type": "click", "conversion_id": "cta", "url": "https://evil.example/"}, {}, 400),
+        ({"type": "click", "conversion_id": "nope", "url": PAGE}, {}, 404),
+        ({"type": "conversion", "conversion_id": "purchase", "url": PAGE}, {}, 403),
+        ({"type": "click", "conversion_id": "cta", "url": PAGE}, {"origin": "null"}, 403),
+    ]
+    for body, headers, status in refused_anyway * 5:
+        response = beacon(client, body, headers={"cookie": cookie, **headers})
+        assert response.status_code == status
+    assert beacon(client, content=b"[" * 8000, headers={"cookie": cookie}).status_code == 400
+    assert [click(client, cookie).status_code for _ in range(3)] == [204, 204, 429]
+    assert len(conversions()) == 2
+
+
+@pytest.mark.parametrize(
+    "site_settings", [{"collector_visitor_budget": None, "collector_ip_budget": (3, 0.001)}]
+)
+def test_an_address_past_its_budget_gets_429_even_for_junk(
+    site: tuple[TestClient, Optibase], conversions: Callable[[], list[Any]]
+) -> None:
+    client, ob = site
+    _, cookie = signed_cookie(ob)
+    for _ in range(3):
+        assert beacon(client, content=b"{not json", headers={"cookie": cookie}).status_code == 400
+    # Charged before the body is parsed: junk spends the address's budget, and past it, junk
+    # costs no parsing (429, not 400), as a real beacon from any visitor there costs nothing.
+    junk = beacon(client, content=b"{not json", headers={"cookie": cookie})
+    assert junk.status_code == 429
+    assert junk.json() == {"error": "too many beacons from this address"}
+    assert int(junk.headers["retry-after"]) >= 999
+    assert click(client, signed_cookie(ob)[1]).status_code == 429
+    assert conversions() == []
+
+
+@pytest.mark.parametrize(
+    "site_settings", [{"collector_visitor_budget": None, "collector_ip_budget": (1, 0.001)}]
+)
+def test_the_address_budget_is_charged_before_the_body_is_read(
+    site: tuple[TestClient, Optibase],
+) -> None:
+    client, ob = site
+    app = client.app
+    _, cookie = signed_cookie(ob)
+    assert click(client, cookie).status_code == 204  # the one token of "testclient"
+    reads = 0
+
+    async def receive() -> Message:
+        nonlocal reads
+        reads += 1
+        return {"type": "http.request", "body": json.dumps({"type": "click"}).encode()}
+
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    headers = [(b"host", b"testserver"), (b"content-type", b"application/json")]
+    scope = {
+        "type": "http", "method": "POST", "path": "/_optibase/collect", "root_path": "",
+        "raw_path": b"/_optibase/collect", "query_string": b"", "headers": headers,
+        "client": ("testclient", 50000), "server": ("testserver", 80), "scheme": "http",
+        "http_version": "1.1",
+    }  # fmt: skip
+    assert client.portal is not None
+    client.portal.call(app, scope, receive, send)
+    assert sent[0]["status"] == 429
+    assert reads == 0
+
+
+@pytest.mark.parametrize(
+    "site_settings", [{"collector_visitor_budget": None, "collector_ip_budget": (2, 0.001)}]
+)
+def test_requests_no_page_of_this_site_could_send_spend_no_budget(
+    site: tuple[TestClient, Optibase], conversions: Callable[[], list[Any]]
+) -> None:
+    # Another site's page can make its visitors' browsers post here, with their addresses:
+    # those posts must not use up the budget of the address (or the visitor) they come from.
+    client, ob = site
+    _, cookie = signed_cookie(ob)
+    for _ in range(5):
+        assert click(client, cookie, origin="https://evil.example").status_code == 403
+        assert click(client, cookie, **{"sec-fetch-site": "cross-site"}).status_code == 403
+        text = client.post(
+            "/_optibase/collect", content=b"{}", headers={"content-type": "text/plain"}
+        )
+        assert text.status_code == 415
+        assert client.get("/_optibase/collect").status_code == 405
+    assert [click(client, cookie).status_code for _ in range(3)] == [204, 204, 429]
+    assert len(conversions()) == 2
+
+
+def test_the_address_is_the_client_the_trusted_proxies_vouch_for(events: Path) -> None:
+    app, ob = make_site(
+        events,
+        collector_visitor_budget=None,
+        collector_ip_budget=(2, 0.001),
+        trusted_proxies=["127.0.0.1/32"],
+    )
+    with TestClient(app, client=("127.0.0.1", 50000)) as client:
+        _, cookie = signed_cookie(ob)
+        alice = {"x-forwarded-for": "203.0.113.7"}
+        assert [click(client, cookie, **alice).status_code for _ in range(3)] == [204, 204, 429]
+        # Another client behind the same proxy has a budget of its own, and a hop the
+        # client wrote itself (left of the one the proxy appended) changes nothing.
+        assert click(client, cookie, **{"x-forwarded-for": "198.51.100.2"}).status_code == 204
+        spoofed = {"x-forwarded-for": "192.0.2.1, 203.0.113.7"}
+        assert click(client, cookie, **spoofed).status_code == 429
+
+
+def test_behind_a_proxy_not_trusted_every_client_shares_its_budget_and_a_warning_says_so(
+    events: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    app, ob = make_site(events, collector_visitor_budget=None, collector_ip_budget=(2, 0.001))
+    with TestClient(app, client=("10.0.0.5", 50000)) as client:
+        _, cookie = signed_cookie(ob)
+        with caplog.at_level(logging.WARNING, logger="optibase_edge"):
+            statuses = [
+                click(client, cookie, **{"x-forwarded-for": f"203.0.113.{i}"}).status_code
+                for i in range(10)
+            ]
+    assert statuses == [204, 204] + [429] * 8
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1  # rate-limited: one for eight refusals
+    assert "10.0.0.5" in warnings[0] and "trusted_proxies" in warnings[0]
+
+
+# -- hostile bodies: a clean 400, and no traceback in the log ---------------------------------
+
+
+DEEP = [
+    b"[" * MAX_BODY_BYTES,
+    b"[" * 4000 + b"]" * 4000,
+    b'{"a":' * 1600,
+    b'{"a":' * 1300 + b"1" + b"}" * 1300,
+]
+
+
+@pytest.mark.parametrize("site_settings", [UNLIMITED])
+def test_deep_nesting_is_a_clean_400_that_logs_nothing(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    client.get("/landing")
+    with caplog.at_level(logging.DEBUG, logger="optibase_edge"):
+        for i in range(100):
+            response = beacon(client, content=DEEP[i % len(DEEP)])
+            assert response.status_code == 400
+            assert response.json() == {"error": "body is nested too deeply"}
+    assert caplog.records == []
+
+
+@pytest.mark.parametrize("site_settings", [UNLIMITED])
+def test_a_failure_a_request_sets_off_is_a_400_and_one_warning_without_traceback(
+    site: tuple[TestClient, Optibase], caplog: pytest.LogCaptureFixture
+) -> None:
+    client, ob = site
+
+    def fails(token: str) -> None:
+        raise RuntimeError("a cookie no one foresaw")
+
+    ob._codec.decode = fails  # type: ignore[method-assign]
+    with caplog.at_level(logging.DEBUG, logger="optibase_edge"):
+        for i in range(100):
+            response = beacon(client, headers={"cookie": f"optibase_vid=x{i}"})
+            assert response.status_code == 400
+            assert response.json() == {"error": "request could not be processed"}
+    assert [r for r in caplog.records if r.exc_info] == []
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1  # one a kind per interval
+    assert "RuntimeError" in warnings[0] and "/_optibase/collect" in warnings[0]
+
+
+# -- the site is its scheme and its host --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("base_url", "other"), [("http://testserver", "https"), ("https://testserver", "http")]
+)
+def test_origin_and_url_must_have_the_sites_scheme(events: Path, base_url: str, other: str) -> None:
+    app, _ = make_site(events)
+    with TestClient(app, base_url=base_url) as client:
+        client.get("/landing")
+        page = f"{base_url}/landing"
+        body = {"type": "click", "conversion_id": "cta", "url": page}
+        assert beacon(client, body, headers={"origin": base_url}).status_code == 204
+        assert beacon(client, body, headers={"origin": f"{other}://testserver"}).status_code == 403
+        assert beacon(client, body, headers={"origin": "null"}).status_code == 403
+        elsewhere = {**body, "url": f"{other}://testserver/landing"}
+        assert beacon(client, elsewhere).status_code == 400
+
+
+def test_behind_a_trusted_proxy_the_scheme_is_the_one_it_forwards(events: Path) -> None:
+    app, ob = make_site(events, trusted_proxies=["127.0.0.1/32"])
+    _, cookie = signed_cookie(ob)
+    body = {"type": "click", "conversion_id": "cta", "url": "https://testserver/landing"}
+    https = {"cookie": cookie, "x-forwarded-proto": "https"}
+
+    def status(client: TestClient, origin: str | None, url: str = body["url"]) -> int:
+        headers = https if origin is None else {**https, "origin": origin}
+        return int(beacon(client, {**body, "url": url}, headers=headers).status_code)
+
+    with TestClient(app, client=("127.0.0.1", 50000)) as client:  # the proxy's plain http
+        assert status(client, "https://testserver") == 204
+        assert status(client, "http://testserver") == 403
+        assert status(client, None, url=PAGE) == 400
+    with TestClient(app, client=("192.0.2.1", 50000)) as client:  # not a proxy: not believed
+        assert status(client, "https://testserver") == 403
+        assert status(client, None, url=PAGE) == 204
+
+
+# -- the visitor is the cookie's, and only a valid cookie's --------------------------------
+
+
+def test_a_beacon_without_a_valid_cookie_is_403_and_emits_nothing_at_all(
+    site: tuple[TestClient, Optibase], events: Path
+) -> None:
+    client, ob = site
+    assert beacon(client).status_code == 403  # no cookie
+    forged = {"cookie": "optibase_vid=WyJmb3JnZWQiXQ.forged"}
+    assert beacon(client, headers=forged).status_code == 403
+    assert client.portal is not None
+    client.portal.call(ob.flush, 5)
+    assert ob.stats()["accepted"] == 0  # not even an Identify for a visitor made up on the spot
+    assert not events.exists() or events.read_text() == ""
+
+
+def test_every_cookie_of_our_name_is_tried(
+    site: tuple[TestClient, Optibase], conversions: Callable[[], list[Any]]
+) -> None:
+    # Another path or domain may hold a cookie of the same name, sent first.
+    client, ob = site
+    visitor_id, cookie = signed_cookie(ob)
+    response = click(client, f"optibase_vid=junk; other=1; {cookie}")
+    assert response.status_code == 204
+    (found,) = conversions()
+    assert found["anonymousId"] == visitor_id

@@ -283,6 +283,25 @@ def test_bad_tunable_names_it(name: str, value: Any) -> None:
     raises_naming(name)(lambda: settings_for(**{name: value}))
 
 
+def test_collector_budgets_default_take_a_pair_or_none() -> None:
+    s = settings_for()
+    assert (s.collector_visitor_budget, s.collector_ip_budget) == ((20, 1.0), (500, 20.0))
+    s = settings_for(collector_visitor_budget=[5, 2], collector_ip_budget=None)
+    assert s.collector_visitor_budget == (5, 2.0) and isinstance(
+        s.collector_visitor_budget[1], float
+    )
+    assert s.collector_ip_budget is None
+
+
+@pytest.mark.parametrize("name", ["collector_visitor_budget", "collector_ip_budget"])
+@pytest.mark.parametrize(
+    "value", [(0, 1.0), (10, 0), (10, -1.0), (10,), (10, 1.0, 1), (10.5, 1.0), ("10", 1), 10,
+              (10, math.inf), (True, 1.0), "10/s"],
+)  # fmt: skip
+def test_bad_collector_budgets_name_the_field(name: str, value: Any) -> None:
+    raises_naming(name)(lambda: settings_for(**{name: value}))
+
+
 def test_int_accepted_for_float_tunable() -> None:
     s = settings_for(flush_interval=2, dedupe_ttl=60)
     assert s.flush_interval == 2.0 and isinstance(s.flush_interval, float)
@@ -519,6 +538,13 @@ def test_from_file(tmp_path: Path) -> None:
     assert s.segment_write_key == "wk-toml"
     assert s.segment_base_url == "https://events.eu1.segmentapis.com"
     assert (s.cookie_name, s.prefix, s.flush_interval) == ("ob_vid", "/_exp", 1.0)
+
+
+def test_from_file_reads_a_budget_as_an_array(tmp_path: Path) -> None:
+    path = tmp_path / "optibase.toml"
+    path.write_text("collector_visitor_budget = [10, 0.5]\n", encoding="utf-8")
+    ob = Optibase.from_file(path, events_path=tmp_path / "e.jsonl")
+    assert ob.settings.collector_visitor_budget == (10, 0.5)
 
 
 def test_from_file_overrides_win(tmp_path: Path) -> None:

@@ -56,6 +56,9 @@ def _summarise(settings: Settings) -> None:
     print(f"  bot screening: {'a callable decides' if callable(bots) else 'on' if bots else 'off'}")
     visitor, address = settings.collector_visitor_budget, settings.collector_ip_budget
     print(f"  collector budgets: per visitor {_budget(visitor)}; per address {_budget(address)}")
+    proxies = ", ".join(settings.trusted_proxies)
+    print(f"  client address: {f'forwarded by {proxies}' if proxies else 'the socket'}; ", end="")
+    print(f"to Segment: {settings.ip}")
     if settings.development:
         print("  development mode: no secret key and no write key (events go to a local file)")
     elif not settings.segment_write_key:

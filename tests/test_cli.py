@@ -54,6 +54,8 @@ split_url = "redirect"
 cache_control = "private"
 screen_bots = false
 collector_ip_budget = [2000, 100]
+trusted_proxies = ["10.0.0.0/8", "fd00::/8"]
+ip = "anonymized"
 
 [[tests]]
 id = "landing"
@@ -86,6 +88,7 @@ def test_check_shows_every_experiment_control(
         "collector budgets: per visitor 20 beacons at once, then 1 a second; "
         "per address 2000 beacons at once, then 100 a second"
     ) in out
+    assert "client address: forwarded by 10.0.0.0/8, fd00::/8; to Segment: anonymized" in out
 
 
 @pytest.mark.parametrize(
@@ -94,6 +97,8 @@ def test_check_shows_every_experiment_control(
         (CONTROLS.replace('"/landing-new"', '"landing-new"'), "variants[new].path"),
         (CONTROLS.replace('split_url = "redirect"', 'split_url = "proxy"'), "split_url"),
         (CONTROLS.replace('"*.example.com"', '"https://x"'), "hosts"),
+        (CONTROLS.replace('"fd00::/8"', '"fd00::/8x"'), "trusted_proxies"),
+        (CONTROLS.replace('ip = "anonymized"', 'ip = "hashed"'), "ip"),
         (CONTROLS.replace("from_browser = true", "from_browser = 1"), "from_browser"),
         (CONTROLS.replace("from_browser", "from_browsr"), "did you mean 'from_browser'"),
         (GOOD.replace('type = "PAGE_VIEW"', 'type = "HOVER"'), "conversions[pricing].type"),

@@ -226,6 +226,12 @@ def test_cross_site_requests_are_forbidden(
     assert beacon(client, headers={"sec-fetch-site": "cross-site"}).status_code == 403
     assert beacon(client, headers={"origin": "http://testserver"}).status_code == 204
     assert len(conversions()) == 1
+    # Another site's page may make the request, never read the answer: no CORS, ever.
+    for path in ("/_optibase/variants", "/_optibase/collect"):
+        answer = client.request("OPTIONS", path, headers={"origin": "https://evil.example"})
+        assert not [h for h in answer.headers if h.lower().startswith("access-control-")]
+        answer = client.get(path, headers={"origin": "https://evil.example"})
+        assert not [h for h in answer.headers if h.lower().startswith("access-control-")]
 
 
 def test_variants_endpoint_reports_the_cookie_visitor(client: TestClient) -> None:

@@ -47,3 +47,21 @@ def test_the_quick_start_app_works_in_development_mode(
         ("track", "Experiment Viewed", visitor),
         ("track", "Conversion Triggered", visitor),
     ]
+
+
+SECURITY = README.parent / "SECURITY.md"
+
+
+def test_every_test_security_md_names_exists() -> None:
+    """Each line of the threat model names its proof: the proofs must be real tests."""
+    text = SECURITY.read_text(encoding="utf-8")
+    # `test_file.py::test_name` sets the file; a following `::test_name` reuses it.
+    named: list[tuple[str, str]] = []
+    for file, test in re.findall(r"`(?:(test_\w+\.py))?::(test_\w+)`", text):
+        current = file or named[-1][0]
+        named.append((current, test))
+    assert len(named) >= 20, "SECURITY.md should name its tests"
+    tests_dir = README.parent / "tests"
+    for file, test in named:
+        source = (tests_dir / file).read_text(encoding="utf-8")
+        assert re.search(rf"^(?:async )?def {test}\(", source, re.MULTILINE), f"{file}::{test}"

@@ -1,7 +1,9 @@
 """The visitor cookie: an anonymous ID and sticky assignments, signed.
 
 The token is URL-safe base64 JSON ``[visitor_id, {test_id: variant_id}]`` with an
-``itsdangerous`` HMAC signature.
+``itsdangerous`` HMAC signature; a third element, ``1``, marks a visitor whose
+first Identify could not be queued yet (the buffer was full), so that the next
+request sends it.
 It is verified with any of the configured keys and signed with the newest, so
 keys can rotate; a token signed with an older key is marked stale and re-signed
 on the next response. Verifying costs far more than a request should, so tokens
@@ -35,11 +37,15 @@ _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-
 
 @dataclass(frozen=True, slots=True)
 class VisitorRecord:
-    """What a valid token says; ``stale`` when it was signed with an older key."""
+    """What a valid token says; ``stale`` when it was signed with an older key.
+
+    ``identify_owed``: the visitor's first Identify has not been queued yet.
+    """
 
     visitor_id: str
     assignments: Mapping[str, str]
     stale: bool = False
+    identify_owed: bool = False
 
 
 def new_visitor_id() -> str:
@@ -118,17 +124,22 @@ class CookieCodec:
             self._remember(token, record)
         return record
 
-    def encode(self, visitor_id: str, assignments: Mapping[str, str]) -> str:
+    def encode(
+        self, visitor_id: str, assignments: Mapping[str, str], identify_owed: bool = False
+    ) -> str:
         """Sign a token, dropping the newest assignments if it would not fit a cookie."""
         items = list(assignments.items())
         while True:
-            payload = _COMPACT_JSON.encode([visitor_id, dict(items)]).encode()
+            fields: list[object] = [visitor_id, dict(items)]
+            if identify_owed:
+                fields.append(1)
+            payload = _COMPACT_JSON.encode(fields).encode()
             encoded = base64.urlsafe_b64encode(payload).rstrip(b"=")
             token = self._signer.sign(encoded).decode("ascii")
             if len(token) <= MAX_TOKEN_LENGTH or not items:
                 break
             items.pop()
-        self._remember(token, VisitorRecord(visitor_id, dict(items)))
+        self._remember(token, VisitorRecord(visitor_id, dict(items), identify_owed=identify_owed))
         return token
 
     def _remember(self, token: str, record: VisitorRecord) -> None:
@@ -152,16 +163,18 @@ def _canonical_signature(token: str) -> bool:
 
 
 def _record_from_payload(payload: object, stale: bool) -> VisitorRecord | None:
-    if not isinstance(payload, list) or len(payload) != 2:
+    if not isinstance(payload, list) or len(payload) not in (2, 3):
         return None
-    visitor_id, assignments = payload
+    if len(payload) == 3 and (type(payload[2]) is not int or payload[2] != 1):
+        return None  # the mark is 1 exactly: not true, 1.0 or anything else
+    visitor_id, assignments = payload[0], payload[1]
     if not isinstance(visitor_id, str) or not _UUID.match(visitor_id):
         return None
     if not isinstance(assignments, dict):
         return None
     if not all(isinstance(variant_id, str) for variant_id in assignments.values()):
         return None
-    return VisitorRecord(visitor_id, assignments, stale)
+    return VisitorRecord(visitor_id, assignments, stale, len(payload) == 3)
 
 
 def read_cookie(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> str | None:

@@ -221,6 +221,12 @@ class Optibase:
         """Delivery counters: accepted, sent, dropped, failed, deduped, pending, retried, ...
 
         ``accepted == sent + dropped + failed + deduped + pending`` at every moment.
+        Of the dropped, ``deferred`` are once-only events refused by a full (or
+        closed) buffer, not remembered as sent and so emitted again (a first-visit
+        Identify or Experiment Viewed on the visitor's next request; each attempt
+        is accepted anew), and ``beacons_dropped`` conversions posted to the
+        collector while the buffer was half full (the other half is kept for
+        page events).
         """
         return self._delivery.stats()
 
@@ -301,16 +307,26 @@ class Optibase:
             return 0
         return bisect_right(self._schedule_boundaries, time.time())
 
-    def _emit(self, event: Event, *, fresh_visitor: bool = False) -> None:
+    def _emit(self, event: Event, *, fresh_visitor: bool = False, beacon: bool = False) -> bool:
         """Queue *event* unless this process has already queued its once-only key.
+
+        True when it is queued, now or before. False when delivery refused it (a
+        full buffer, or a *beacon* beyond its share: see ``Delivery.submit``);
+        then its once-only key is forgotten, and the caller must not record it as
+        sent either (in the cookie), so that it is emitted again the next time it
+        happens, as a first-visit event does on the visitor's next request.
 
         A visitor minted in this very request cannot have been seen before, so its
         events skip the local check (and do not fill the LRU).
         """
         key = event.once_key
         if key is not None and not fresh_visitor and not self._seen.first_time(key):
-            return
-        self._delivery.submit(event)
+            return True
+        if self._delivery.submit(event, beacon=beacon):
+            return True
+        if key is not None:
+            self._seen.forget(key)
+        return False
 
     def _emit_conversion(
         self,
@@ -320,6 +336,8 @@ class Optibase:
         origin_url: str | None,
         variants: tuple[tuple[str, str], ...],
         context: RequestContext | None,
+        *,
+        beacon: bool = False,
     ) -> None:
         self._emit(
             ConversionTriggered(
@@ -333,7 +351,8 @@ class Optibase:
                 one_per_visitor=conversion.one_per_visitor,
                 nonce=os.urandom(16).hex(),
                 context=context,
-            )
+            ),
+            beacon=beacon,
         )
 
     def _conversion(self, conversion_id: str) -> Conversion:

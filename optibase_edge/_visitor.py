@@ -32,6 +32,12 @@ class Visitor:
     every running test and records nothing; their cookie is neither read nor
     written, so ``id`` is a fresh ID on each request. A preview shows its
     forced variants and records nothing either.
+
+    A first-visit event the delivery buffer has no room for is shown but not
+    recorded: an Experiment Viewed leaves its assignment out of the cookie, a
+    new visitor's Identify leaves a mark in it, and the next request (which
+    assigns the same variant, as assignment is a function of the ID) emits it
+    again.
     """
 
     __slots__ = (
@@ -42,12 +48,14 @@ class Visitor:
         "_forced",
         "_headers",
         "_id",
+        "_identify_owed",
         "_is_new",
         "_may_mint",
         "_optibase",
         "_owned",
         "_scope",
         "_token",
+        "_unrecorded",
         "_user_id",
     )
 
@@ -74,6 +82,8 @@ class Visitor:
         self._user_id: str | None = None
         self._audience: Audience | None = None
         self._is_new = False
+        self._identify_owed = False  # the first Identify is not queued yet
+        self._unrecorded: tuple[str, ...] = ()  # tests whose exposure is not queued yet
 
     @property
     def id(self) -> str:
@@ -177,7 +187,10 @@ class Visitor:
         conversion: Conversion,
         origin_url: str | None = None,
         context: RequestContext | None = None,
+        *,
+        beacon: bool = False,
     ) -> None:
+        """Emit *conversion*; a *beacon* (posted to the collector) only within its share."""
         if self._quiet():
             return
         context = context or self._request_context()
@@ -188,6 +201,7 @@ class Visitor:
             origin_url or context.url,
             tuple(self.active_variants.items()),
             context,
+            beacon=beacon,
         )
 
     def _cookie_token(self) -> str | None:
@@ -195,8 +209,9 @@ class Visitor:
         if not self._changed or self._id is None or self._quiet():
             return None
         plans = self._optibase._plans
-        kept = {t: v for t, v in self._assignments.items() if t in plans}
-        return self._optibase._codec.encode(self._id, kept)
+        unrecorded = self._unrecorded
+        kept = {t: v for t, v in self._assignments.items() if t in plans and t not in unrecorded}
+        return self._optibase._codec.encode(self._id, kept, self._identify_owed)
 
     def _load(self) -> None:
         optibase = self._optibase
@@ -212,6 +227,9 @@ class Visitor:
             self._id = record.visitor_id
             self._assignments = record.assignments
             self._changed = record.stale
+            if record.identify_owed:
+                self._identify_owed = True
+                self._identify_first_visit()
             return
         self._id = new_visitor_id()
         self._assignments = {}
@@ -220,11 +238,17 @@ class Visitor:
             return
         self._changed = True
         self._is_new = True
-        if not self._quiet():
-            optibase._emit(
-                Identify(self._id, None, time.time(), None, self._request_context()),
-                fresh_visitor=True,
-            )
+        self._identify_owed = True
+        self._identify_first_visit()
+
+    def _identify_first_visit(self) -> None:
+        """Emit the visitor's first Identify; once it is queued, nothing more is owed."""
+        if self._quiet():
+            return
+        identify = Identify(self.id, None, time.time(), None, self._request_context())
+        if self._optibase._emit(identify, fresh_visitor=self._is_new):
+            self._identify_owed = False
+            self._changed = True  # a returning visitor's cookie loses its mark
 
     def _other_cookie(self, optibase: Optibase) -> VisitorRecord | None:
         """A valid record in a later cookie of our name, when the first was not one."""
@@ -261,7 +285,8 @@ class Visitor:
         if self._quiet():
             return chosen  # a prefetch renders the variant; the real view records it
         variant = test.variant_by_id(chosen)
-        optibase._emit(
+        # While the Identify is owed, so is the exposure: Identify goes first.
+        if self._identify_owed or not optibase._emit(
             ExperimentViewed(
                 visitor_id,
                 self._user_id,
@@ -273,7 +298,8 @@ class Visitor:
                 self._request_context(),
             ),
             fresh_visitor=self._is_new,
-        )
+        ):
+            self._unrecorded += (test.id,)
         return chosen
 
     def _screen(self) -> Audience:

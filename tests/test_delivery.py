@@ -388,6 +388,31 @@ async def test_buffer_full_drops_without_blocking() -> None:
     await delivery.aclose(timeout=0)
 
 
+async def test_submit_says_whether_the_event_was_queued() -> None:
+    fake = FakeTransport(lambda items: 5.0)
+    delivery = new(fake, max_buffer_events=4)
+    assert [delivery.submit(conversion(), beacon=True) for _ in range(3)] == [True, True, False]
+    assert [delivery.submit(identify(f"v{i}")) for i in range(3)] == [True, True, False]
+    stats = delivery.stats()
+    assert (stats["dropped"], stats["deferred"], stats["beacons_dropped"]) == (2, 1, 1)
+    await delivery.aclose(timeout=0)
+    assert delivery.submit(identify("late")) is False  # closed
+    assert delivery.stats()["deferred"] == 2 and balanced(delivery.stats())
+
+
+async def test_submit_from_a_worker_thread_answers_from_the_room_it_sees() -> None:
+    fake = FakeTransport(lambda items: 5.0)
+    delivery = new(fake, max_buffer_events=4)
+    await delivery.start()
+    answers = [await asyncio.to_thread(delivery.submit, identify(f"v{i}")) for i in range(6)]
+    await asyncio.sleep(0)  # the last hand-over runs
+    assert answers == [True] * 4 + [False] * 2
+    stats = delivery.stats()
+    assert (stats["accepted"], stats["dropped"], stats["deferred"]) == (6, 2, 2)
+    assert balanced(stats)
+    await delivery.aclose(timeout=0)
+
+
 async def test_byte_bound_drops_and_counts() -> None:
     fake = FakeTransport(lambda items: 5.0)
     delivery = new(fake, max_buffer_bytes=4000)

@@ -16,6 +16,7 @@ from optibase_edge._delivery.queue import EventQueue
 from optibase_edge._events import Identify
 from optibase_edge._segment import BATCH_ENVELOPE_BYTES, MAX_BATCH_BYTES, batch_body
 from tests.support.accounting import balanced
+from tests.support.events import conversion
 
 
 def event(n: int) -> Identify:
@@ -36,10 +37,12 @@ class QueueMachine(RuleBasedStateMachine):
         self.spooled: list[bytes] = []
         self.made = 0
 
-    @rule(closed=st.booleans())
-    def accept(self, closed: bool) -> None:
+    @rule(closed=st.booleans(), beacon=st.booleans(), deferrable=st.booleans())
+    def accept(self, closed: bool, beacon: bool, deferrable: bool) -> None:
         self.made += 1
-        self.queue.accept(event(self.made), closed)
+        room = self.queue.has_room(beacon)
+        verdict = self.queue.accept(event(self.made), closed, beacon=beacon, deferrable=deferrable)
+        assert (verdict == "queued") == (room and not closed)
 
     @rule(count=st.integers(1, 5))
     def take(self, count: int) -> None:
@@ -105,6 +108,7 @@ class QueueMachine(RuleBasedStateMachine):
     def accounting_identity(self) -> None:
         stats = self.queue.stats()
         assert balanced(stats) and min(stats.values()) >= 0, stats
+        assert max(stats["deferred"], stats["beacons_dropped"]) <= stats["dropped"]
         assert self.queue.buffered() <= self.queue.max_events
         held = sum(map(len, self.queue.ready)) + sum(len(m) for _, b in self.outstanding for m in b)
         assert self.queue.held_bytes() == held <= self.queue.max_bytes
@@ -119,6 +123,40 @@ def test_a_full_queue_drops_and_counts() -> None:
     assert [queue.accept(event(i), closed=False) for i in range(3)] == ["queued", "queued", "full"]
     assert queue.accept(event(9), closed=True) == "closed"
     assert queue.stats()["dropped"] == 2 and queue.buffered() == 2
+
+
+def test_beacons_get_less_than_half_the_events_and_the_rest_is_for_others() -> None:
+    queue = EventQueue(max_events=10, max_bytes=10_000)
+    beacons = [queue.accept(conversion(), closed=False, beacon=True) for _ in range(8)]
+    assert beacons == ["queued"] * 5 + ["full"] * 3
+    others = [queue.accept(event(i), closed=False) for i in range(6)]
+    assert others == ["queued"] * 5 + ["full"]
+    stats = queue.stats()
+    assert (stats["dropped"], stats["beacons_dropped"], stats["deferred"]) == (4, 3, 1)
+    assert balanced(stats)
+
+
+def test_beacons_get_less_than_half_the_bytes() -> None:
+    queue = EventQueue(max_events=100, max_bytes=1_000)
+    queue.accept(event(0), closed=False)
+    queue.take(1)
+    queue.in_hand.popleft()
+    assert queue.make_ready(message(460))  # 505 bytes held: just over half the byte bound
+    assert queue.accept(conversion(), closed=False, beacon=True) == "full"
+    assert queue.accept(event(1), closed=False) == "queued"
+    assert queue.stats()["beacons_dropped"] == 1
+
+
+def test_a_refused_once_only_event_is_deferred_unless_its_sender_was_told_otherwise() -> None:
+    queue = EventQueue(max_events=1, max_bytes=10_000)
+    queue.accept(conversion(), closed=False)
+    queue.accept(event(1), closed=False)  # once-only: deferred
+    queue.accept(event(2), closed=False, deferrable=False)  # its sender counts it queued
+    queue.accept(conversion(), closed=False)  # repeatable: dropped, nothing to defer
+    queue.accept(event(3), closed=True)
+    stats = queue.stats()
+    assert (stats["accepted"], stats["dropped"], stats["deferred"]) == (5, 4, 2)
+    assert balanced(stats)
 
 
 def test_the_byte_bound_counts_ready_and_outstanding_messages() -> None:

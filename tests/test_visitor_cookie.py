@@ -41,8 +41,9 @@ def sign_raw(key: str, raw: bytes) -> str:
     return Signer(key, salt=SALT).sign(encoded).decode("ascii")
 
 
-def would_fit(visitor_id: str, assignments: dict[str, str]) -> bool:
-    payload = json.dumps([visitor_id, assignments], separators=(",", ":")).encode()
+def would_fit(visitor_id: str, assignments: dict[str, str], identify_owed: bool = False) -> bool:
+    fields: list[Any] = [visitor_id, assignments, *([1] if identify_owed else [])]
+    payload = json.dumps(fields, separators=(",", ":")).encode()
     return len(base64.urlsafe_b64encode(payload).rstrip(b"=")) + 1 + 27 <= MAX_TOKEN_LENGTH
 
 
@@ -57,9 +58,10 @@ def test_new_visitor_id_is_uuid4() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(visitor_id=visitor_ids, assignments=assignments_st)
-def test_round_trip(visitor_id: str, assignments: dict[str, str]) -> None:
-    token = CookieCodec(["k1"]).encode(visitor_id, assignments)
+@given(visitor_id=visitor_ids, assignments=assignments_st, identify_owed=st.booleans())
+def test_round_trip(visitor_id: str, assignments: dict[str, str], identify_owed: bool) -> None:
+    signing = CookieCodec(["k1"])
+    token = signing.encode(visitor_id, assignments, identify_owed)
     assert len(token) <= MAX_TOKEN_LENGTH
     assert token.isascii() and ";" not in token and " " not in token and '"' not in token
     # a codec that did not sign it (no cache) verifies it from scratch
@@ -67,10 +69,24 @@ def test_round_trip(visitor_id: str, assignments: dict[str, str]) -> None:
     assert record is not None
     assert record.visitor_id == visitor_id
     assert not record.stale
+    assert record.identify_owed is identify_owed  # the mark survives dropped assignments
     kept = list(record.assignments.items())
     assert kept == list(assignments.items())[: len(kept)]
-    if would_fit(visitor_id, assignments):
+    if would_fit(visitor_id, assignments, identify_owed):
         assert dict(record.assignments) == assignments
+    assert signing.decode(token) == record  # and the signing codec's cache says the same
+
+
+def test_the_identify_mark_is_a_third_element() -> None:
+    owed = CookieCodec(["k1"]).encode(VID, {"hero": "bold"}, identify_owed=True)
+    assert CookieCodec(["k1"]).decode(owed) == VisitorRecord(
+        VID, {"hero": "bold"}, identify_owed=True
+    )
+    assert owed == sign_payload("k1", [VID, {"hero": "bold"}, 1])
+    # without the mark, the two-element token of every earlier release
+    settled = CookieCodec(["k1"]).encode(VID, {"hero": "bold"})
+    assert settled == sign_payload("k1", [VID, {"hero": "bold"}])
+    assert CookieCodec(["k1"]).decode(settled) == VisitorRecord(VID, {"hero": "bold"})
 
 
 def test_signing_codec_returns_same_record_from_its_cache() -> None:
@@ -208,7 +224,16 @@ def test_own_format_sanity() -> None:
         None,
         [],
         [VID],
-        [VID, {}, 1],
+        [VID, {}, 0],
+        [VID, {}, 2],
+        [VID, {}, True],
+        [VID, {}, 1.0],
+        [VID, {}, "1"],
+        [VID, {}, None],
+        [VID, {}, [1]],
+        [VID, {}, 1, 1],
+        [VID, {"hero": 1}, 1],
+        ["not-a-uuid", {}, 1],
         ["not-a-uuid", {}],
         [VID + "\n", {}],  # "$" would match before a trailing newline
         [VID.upper(), {}],
@@ -249,15 +274,22 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=200, deadline=None)
-@given(payload=json_values | st.tuples(st.just(VID), json_values).map(list))
+@settings(max_examples=300, deadline=None)
+@given(
+    payload=json_values
+    | st.tuples(st.just(VID), json_values).map(list)
+    | st.tuples(st.just(VID), assignments_st, st.just(1) | json_values).map(list)
+)
 def test_validly_signed_arbitrary_json(payload: Any) -> None:
     record = CookieCodec(["k1"]).decode(sign_payload("k1", payload))
-    if record is not None:  # only the one right shape is accepted
-        assert isinstance(payload, list) and len(payload) == 2 and payload[0] == VID
+    if record is not None:  # only the one right shape is accepted, with or without the mark
+        assert isinstance(payload, list) and len(payload) in (2, 3) and payload[0] == VID
         assert isinstance(payload[1], dict)
         assert all(isinstance(v, str) for v in payload[1].values())
         assert dict(record.assignments) == payload[1]
+        assert record.identify_owed is (len(payload) == 3)
+        if record.identify_owed:
+            assert type(payload[2]) is int and payload[2] == 1
 
 
 def test_token_signed_with_another_salt_is_rejected() -> None:

@@ -12,6 +12,14 @@ next process. So at every moment::
 where ``pending`` counts the four places and the spooled. Every move goes
 through a method here, which is what keeps that identity true. Plain data and
 no I/O: the sender decides when, this decides how much and counts.
+
+Two counters break ``dropped`` down, and are not in the identity: an event
+refused at the door is ``accepted`` and ``dropped``, and, when it is a
+once-only event, ``deferred`` too (the request path does not remember it as
+sent, so it is emitted again when it next happens: a first-visit event on the
+visitor's next request). A beacon refused for want of room is also
+``beacons_dropped``. Re-emitted, a deferred event is accepted again: the
+identity counts each attempt.
 """
 
 from __future__ import annotations
@@ -30,6 +38,8 @@ COUNTERS = (
     "dropped",
     "failed",
     "deduped",
+    "deferred",
+    "beacons_dropped",
     "retried",
     "oversized",
     "spooled",
@@ -61,18 +71,45 @@ class EventQueue:
 
     # -- in ---------------------------------------------------------------------------
 
-    def accept(self, event: Event, closed: bool) -> Literal["queued", "closed", "full"]:
-        """Count *event* in, and queue it unless delivery is closed or the queue is full."""
+    def accept(
+        self, event: Event, closed: bool, beacon: bool = False, deferrable: bool = True
+    ) -> Literal["queued", "closed", "full"]:
+        """Count *event* in, and queue it unless delivery is closed or there is no room.
+
+        A *beacon* (a conversion a browser posted) has room only while the buffer
+        is less than half full (see :meth:`has_room`). A once-only event refused
+        is counted ``deferred`` when *deferrable*: its sender learns it was not
+        queued and does not remember it as sent.
+        """
         counts = self.counts
         counts["accepted"] += 1
+        # The common case inline: a call less on every event.
+        if not closed and (self.has_room(True) if beacon else self.buffered() < self.max_events):
+            self.incoming.append(event)
+            return "queued"
+        counts["dropped"] += 1
+        if deferrable and event.once_key is not None:
+            counts["deferred"] += 1
         if closed:
-            counts["dropped"] += 1
             return "closed"
-        if self.buffered() >= self.max_events:
-            counts["dropped"] += 1
-            return "full"
-        self.incoming.append(event)
-        return "queued"
+        if beacon:
+            counts["beacons_dropped"] += 1
+        return "full"
+
+    def has_room(self, beacon: bool) -> bool:
+        """An event (a *beacon*) would be queued now.
+
+        It only reads lengths, so another thread may ask: the answer is then
+        approximate, never an error.
+        """
+        if beacon:
+            # Anyone may post beacons as fast as they like, with one cookie; they get
+            # less than half of each bound. The rest is kept for the request path's
+            # own events, above all first-visit Identify and Experiment Viewed, which
+            # are every result's denominator. Half leaves honest clicks thousands of
+            # events' room through an outage, and page events at least as much.
+            return self.buffered() * 2 < self.max_events and self.held_bytes() * 2 < self.max_bytes
+        return self.buffered() < self.max_events
 
     def take(self, count: int) -> None:
         """Move up to *count* incoming events in hand."""

@@ -58,8 +58,20 @@ class Delivery:
 
     # -- the request path -------------------------------------------------------------
 
-    def submit(self, event: Event) -> None:
-        """Queue *event*; O(1), never blocks, never raises. Drops (counted) when full."""
+    def submit(self, event: Event, *, beacon: bool = False) -> bool:
+        """Queue *event*; O(1), never blocks, never raises. True when it is queued.
+
+        False when it is dropped (counted): delivery is closed, the buffer is
+        full, or the event is a *beacon* (a conversion a browser posted) and the
+        buffer is half full, the rest being kept for page events. A once-only
+        event refused this way is counted ``deferred``: the caller must not
+        remember it as sent, so that it is emitted again.
+
+        From a worker thread (a sync view) the event is handed to the loop's
+        thread, and the answer is whether there is room at the call. Should the
+        buffer fill up before the loop takes it, it is dropped, and not counted
+        ``deferred``: its caller was told it was queued.
+        """
         try:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -68,25 +80,37 @@ class Delivery:
             if owner is not None and owner.is_running():
                 # A worker thread (a sync view): counters and deques are only ever
                 # touched from the loop's own thread, so hand the event over.
+                queued = not self._closed and self._queue.has_room(beacon)
                 with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                    owner.call_soon_threadsafe(self._accept, event, owner)
-                    return
-        self._accept(event, loop)
+                    owner.call_soon_threadsafe(self._accept, event, owner, beacon, not queued)
+                    return queued
+        return self._accept(event, loop, beacon)
 
-    def _accept(self, event: Event, loop: asyncio.AbstractEventLoop | None) -> None:
-        queued = self._queue.accept(event, self._closed)
-        if queued == "closed":
-            self._log.warning("closed", "optibase: event dropped: delivery is closed")
-            return
-        if queued == "full":
-            self._log.warning("full", "optibase: event buffer full, events are being dropped")
-            return
+    def _accept(
+        self,
+        event: Event,
+        loop: asyncio.AbstractEventLoop | None,
+        beacon: bool = False,
+        deferrable: bool = True,
+    ) -> bool:
+        verdict = self._queue.accept(event, self._closed, beacon, deferrable)
+        if verdict != "queued":
+            if verdict == "closed":
+                self._log.warning("closed", "optibase: event dropped: delivery is closed")
+            elif beacon:
+                self._log.warning(
+                    "beacons", "optibase: collector conversions dropped: half the buffer is full"
+                )
+            else:
+                self._log.warning("full", "optibase: event buffer full, events are being dropped")
+            return False
         if loop is None:
-            return  # picked up by the next start() or flush() in a loop
+            return True  # picked up by the next start() or flush() in a loop
         if loop is not self._loop or self._task is None or self._task.done():
             self._start_in(loop)
         elif self._sender_idle or len(self._queue.incoming) >= self._batch_limit:
             self._wakeup.set()  # otherwise the sender lets the batch fill for flush_interval
+        return True
 
     # -- lifecycle --------------------------------------------------------------------
 

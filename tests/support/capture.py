@@ -9,7 +9,8 @@ not a JSON batch (gunzipped first when ``Content-Encoding: gzip`` says so) a
 * ``"ok"``               200 ``{"success": true}``: its messages are accepted
 * ``"500"``, ``"503"``…   that status
 * ``"429:2"``            429 with ``Retry-After: 2`` (``"429"``: without the header)
-* ``"hang"``             hold the request ``hang_seconds`` (past a client's timeout), then 200
+* ``"hang"``             hold the request ``hang_seconds`` (past a client's timeout), or until
+                         :meth:`SegmentCapture.recover`, then 200
 * ``"close"``            start a response, then drop the connection mid-body
 
 Whatever the script says, a batch holding ``BAD_MARKER`` anywhere gets a 400,
@@ -88,6 +89,7 @@ class SegmentCapture:
         self._messages: Messages = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._recovered = threading.Event()
         self._running = ExitStack()
         self._url: str | None = None
 
@@ -117,6 +119,12 @@ class SegmentCapture:
         """Queue *actions* for the next requests, in order."""
         with self._lock:
             self._script.extend(actions)
+
+    def recover(self) -> None:
+        """Behave from now on: the script is emptied, and hangs (under way or pushed later) end."""
+        with self._lock:
+            self._script.clear()
+        self._recovered.set()
 
     @property
     def requests(self) -> list[Received]:
@@ -180,7 +188,11 @@ class SegmentCapture:
             self.hanging += 1
         try:
             until = time.monotonic() + self._hang_seconds
-            while time.monotonic() < until and not self._stopping.is_set():
+            while (
+                time.monotonic() < until
+                and not self._stopping.is_set()
+                and not self._recovered.is_set()
+            ):
                 await asyncio.sleep(0.02)
         finally:
             with self._lock:

@@ -108,6 +108,9 @@ def ob(segment: SlowSegment) -> Optibase:
         max_buffer_events=BUFFER,
         flush_interval=0.01,
         shutdown_timeout=0.5,
+        # The reserve must hold on its own, whatever the collector's budgets let through.
+        collector_visitor_budget=None,
+        collector_ip_budget=None,
     )
 
 

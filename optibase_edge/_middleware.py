@@ -99,9 +99,9 @@ class OptibaseMiddleware:
         app_scope = scope
         if split_path is not None and not self._redirect_split:
             app_scope = _rewritten(scope, split_path)
-        responder = _Responder(
-            self, app_scope, send, visitor, page_views, self._inject and is_get, preview_cookie
-        )
+        # HEAD is injected as GET is, so that it announces the GET's Content-Length.
+        inject = self._inject and (is_get or scope["method"] == "HEAD")
+        responder = _Responder(self, app_scope, send, visitor, page_views, inject, preview_cookie)
         try:
             if split_path is not None and self._redirect_split:
                 await _redirect(responder.send, _under_root(split_path, scope), scope)
@@ -112,7 +112,9 @@ class OptibaseMiddleware:
             scope.pop(SCOPE_KEY, None)
             app_scope.pop(SCOPE_KEY, None)
 
-    def _injector_for(self, start: Message, visitor: Visitor, scope: Scope) -> HtmlInjector | None:
+    def _injector_for(
+        self, start: Message, visitor: Visitor, scope: Scope, root_path: str
+    ) -> HtmlInjector | None:
         html = length_declared = False
         for key, value in start.get("headers", ()):
             key = key.lower()
@@ -128,11 +130,10 @@ class OptibaseMiddleware:
         nonce = self.optibase.settings.csp_nonce
         if callable(nonce):
             nonce = nonce(scope)
-        tag = finish_script_tag(self._tag_opening(visitor, scope), nonce)
+        tag = finish_script_tag(self._tag_opening(visitor, root_path), nonce)
         return HtmlInjector(tag, self._script_marker, length_declared)
 
-    def _tag_opening(self, visitor: Visitor, scope: Scope) -> str:
-        root_path: str = scope.get("root_path", "")
+    def _tag_opening(self, visitor: Visitor, root_path: str) -> str:
         token = visitor._unchanged_token()
         if token is None:
             return self._build_opening(visitor, root_path)
@@ -192,14 +193,17 @@ class _Responder:
     """One response's state: PAGE_VIEW conversions, cookies, caching, the script tag, the length.
 
     On ``http.response.start`` the conversions fire (2xx only), the cookies are
-    added when they changed, an injector is chosen for an uncompressed HTML
-    body, and a response that depended on its visitor is made private (a
-    preview's, not stored at all). If the start declares a Content-Length that
-    injection will change, it is held back until the first body message, then
-    released with the new length (or none, for a streamed body: the server
-    chunks it). Any other message, ``http.response.pathsend`` and
-    ``zerocopysend`` included, releases a held start unchanged: nothing is
-    injected into a file sent by path.
+    added when they changed, an injector is chosen for an uncompressed HTML body
+    of a 200 (no other status has a whole page to take the tag: a 206's range,
+    a 304's or 204's empty body), and a response that depended on its visitor is
+    made private (a preview's, not stored at all). If the start declares a
+    Content-Length that injection will change, it is held back until the first
+    body message, then released with the new length (or none, for a streamed
+    body: the server chunks it). Any other message (``http.response.pathsend``,
+    ``zerocopysend``, ``trailers``) releases a held start unchanged and is
+    passed on: nothing is injected into a file sent by path. So does an empty
+    last body, a HEAD's that leaves the body out. A HEAD is otherwise injected
+    as its GET is, for the same Content-Length.
     """
 
     __slots__ = (
@@ -209,6 +213,7 @@ class _Responder:
         "_middleware",
         "_page_views",
         "_preview_cookie",
+        "_root_path",
         "_scope",
         "_send",
         "_visitor",
@@ -233,6 +238,9 @@ class _Responder:
         self._inject = inject
         self._injector: HtmlInjector | None = None
         self._held_start: Message | None = None
+        # As the request came in: a router in the app may change it in this same scope
+        # (Starlette's Mount does), while the script is served under this one.
+        self._root_path: str = scope.get("root_path", "")
 
     async def send(self, message: Message) -> None:
         kind = message["type"]
@@ -243,7 +251,11 @@ class _Responder:
             if injector is not None and injector.length_declared:
                 self._held_start = message  # the length is known once the first chunk is seen
                 return
-        elif kind == "http.response.body" and injector is not None:
+        elif (
+            kind == "http.response.body"
+            and injector is not None
+            and (self._held_start is None or message.get("body") or message.get("more_body"))
+        ):
             # Inline rather than a helper coroutine: an extra await per chunk is measurable.
             more_body = message.get("more_body", False)
             body = injector.feed(message.get("body", b""), more_body)
@@ -256,6 +268,9 @@ class _Responder:
                 await self._send({**start, "headers": headers})
             message = {**message, "body": body}
         elif self._held_start is not None:
+            # Also an empty body under a declared length: a HEAD answered without its
+            # body, as Starlette's FileResponse does. Its length stays the app's,
+            # short of the GET's by the tag: a limit, as a file sent by path has.
             start, self._held_start = self._held_start, None
             self._injector = None
             await self._send(start)
@@ -267,8 +282,10 @@ class _Responder:
             if self._page_views and 200 <= message["status"] < 300:
                 for conversion in self._page_views:
                     visitor._fire(conversion)
-            if self._inject:
-                self._injector = self._middleware._injector_for(message, visitor, self._scope)
+            if self._inject and message["status"] == 200:
+                self._injector = self._middleware._injector_for(
+                    message, visitor, self._scope, self._root_path
+                )
             if visitor._cookie_changed():
                 message = self._middleware._set_cookie(message, visitor, self._scope)
             if self._preview_cookie is not None:

@@ -53,6 +53,7 @@ class Visitor:
         "_may_mint",
         "_optibase",
         "_owned",
+        "_path",
         "_scope",
         "_token",
         "_unrecorded",
@@ -72,6 +73,9 @@ class Visitor:
         self._may_mint = may_mint  # False: without a valid cookie, a stranger (no ID is made)
         self._forced = forced
         self._scope = scope
+        # The path as asked for: a router in the app may rewrite these in this same
+        # scope (Starlette's Mount extends root_path) before an event is made.
+        self._path = scope.get("path", ""), scope.get("root_path", "")
         self._token = token
         self._id: str | None = None
         self._assignments: Mapping[str, str] = {}
@@ -159,7 +163,11 @@ class Visitor:
 
     def _request_context(self) -> RequestContext:
         if self._context is None:
-            self._context = self._optibase._context(self._scope, self._header_map())
+            scope = self._scope
+            path, root_path = self._path
+            if scope.get("path", "") != path or scope.get("root_path", "") != root_path:
+                scope = {**scope, "path": path, "root_path": root_path}
+            self._context = self._optibase._context(scope, self._header_map())
         return self._context
 
     def _cookie_changed(self) -> bool:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import gzip
 import itertools
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import httpx2
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from starlette.applications import Starlette
@@ -58,19 +60,240 @@ pieces = st.sampled_from(
 )
 
 
+def fed(body: bytes, cuts: Iterable[int] = (), snippet: bytes = SNIPPET) -> bytes:
+    """*body* through an injector, in chunks cut at *cuts* (one chunk without)."""
+    bounds = sorted({min(c, len(body)) for c in cuts} | {0, len(body)})
+    chunks = [body[a:b] for a, b in itertools.pairwise(bounds)] or [b""]
+    injector = HtmlInjector(snippet, MARKER, length_declared=False)
+    return b"".join(
+        injector.feed(chunk, more_body=i < len(chunks) - 1) for i, chunk in enumerate(chunks)
+    )
+
+
 @settings(max_examples=400)
 @given(parts=st.lists(pieces, max_size=12), cuts=st.lists(st.integers(0, 200), max_size=6))
 def test_any_chunking_gives_the_same_result_as_whole_body(
     parts: list[bytes], cuts: list[int]
 ) -> None:
     body = b"".join(parts)
-    bounds = sorted({min(c, len(body)) for c in cuts} | {0, len(body)})
-    chunks = [body[a:b] for a, b in itertools.pairwise(bounds)] or [b""]
-    injector = HtmlInjector(SNIPPET, MARKER, length_declared=False)
-    out = b"".join(
-        injector.feed(chunk, more_body=i < len(chunks) - 1) for i, chunk in enumerate(chunks)
+    assert fed(body, cuts) == reference(body)
+
+
+# -- only a real end tag takes the tag ------------------------------------------------------
+
+# Pieces of a page by what they are to a browser's tokenizer, each whole on its own (no
+# piece changes how the next one reads), so that where the tag belongs is known:
+# before the first real end tag ("end"), unless the page loads the script before it
+# ("loads"). Inside a "hiding" piece the browser sees no tag at all: a comment, the
+# text of a script, style, title, textarea or noscript, or template content (where the
+# parser ignores </head> and </body>).
+PAGE_PIECES = [
+    *(
+        ("text", piece)
+        for piece in [
+            b"<!doctype html>",
+            b"<html>",
+            b"<head>",
+            b"<body>",
+            b"x",
+            b"\xc3\xa9",
+            b"a < b && c > d",
+            b"<p class=a>text</p>",
+            b"<br/>",
+            b"<scriptx>",
+            b"<titles>",
+            b"</script>",
+            b"</template>",
+            b"-->",
+        ]
+    ),
+    *(
+        ("hiding", piece)
+        for piece in [
+            b"<!-- </head> -->",
+            b"<!--</body>-->",
+            b"<!---->",
+            b"<!-->",
+            b"<!--->",
+            b"<!-- a --!>",
+            b"<!--!></head>-->",
+            b"<!-- <!-- </head> -->",
+            b'<script>var s = "</head>";</script>',
+            b"<SCRIPT type=module>if (a </head> b) {}</SCRIPT >",
+            b'<script data-x="a>b">"</body>"</script/>',
+            b"<script>'</scripty>' + '</head>'</script>",
+            b"<script><!-- <script>'</head>'</script> --></script>",
+            b"<script><!--</head>--></script>",
+            b"<script><!--></script>",
+            b"<script>a <!-- b <script> </head> </script> c --> d</script>",
+            b"<script><!-- <script></script></head> --></script>",
+            b"<style>/* </head> */</style>",
+            b'<style media="a>b"></body></style\t>',
+            b"<title></head></title>",
+            b"<textarea></body></textarea>",
+            b"<noscript></head></noscript>",
+            b"<template></head><template></body></template></template>",
+            b"<template><script>'</template>'</script></head></template>"
+            b"<script data-x=\"</script>\">'</head>'</script>",
+            b"<template><!-- </template> --></head></template>",
+            b"<title>t</title>",
+            b'<script src="a.js" async></script>',
+            b"<style>p{}</style>",
+            b"<script>" + b"x" * 600 + b"</script>",
+        ]
+    ),
+    *(
+        ("end", piece)
+        for piece in [b"</head>", b"</HEAD>", b"</body>", b"</BoDy>", b"</head >", b"</body\n>"]
+    ),
+    ("loads", b'<script src="/_optibase/script.js"></script>'),
+    ("loads", b"<!-- /_optibase/script.js -->"),
+]
+
+
+def where_the_tag_goes(parts: list[tuple[str, bytes]]) -> int | None:
+    at = 0
+    for kind, piece in parts:
+        if kind == "loads":
+            return None
+        if kind == "end":
+            return at
+        at += len(piece)
+    return None
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    parts=st.lists(st.sampled_from(PAGE_PIECES), max_size=14),
+    cuts=st.lists(st.integers(0, 400), max_size=8),
+)
+def test_the_tag_goes_before_the_first_real_end_tag_however_the_body_is_cut(
+    parts: list[tuple[str, bytes]], cuts: list[int]
+) -> None:
+    body = b"".join(piece for _, piece in parts)
+    at = where_the_tag_goes(parts)
+    expected = body if at is None else body[:at] + SNIPPET + body[at:]
+    assert fed(body) == expected
+    assert fed(body, cuts) == expected
+    hiding, start = [], 0
+    for kind, piece in parts:
+        if kind == "hiding":
+            hiding.append((start, start + len(piece)))
+        start += len(piece)
+    assert at is None or not any(a < at < b for a, b in hiding)
+
+
+TAG = b"{tag}"
+
+
+@pytest.mark.parametrize(
+    "expected",
+    [
+        b"<head><!-- </head> -->{tag}</head>",
+        b"<head><!-->{tag}</head>",
+        b"<head><!--->x{tag}</head>",
+        b"<head><!--!></head>-->{tag}</head>",
+        b"<head><!-- --!>{tag}</head>",
+        b"<head><!-- </head>",
+        b'<script>a = "</head>"</script>{tag}</head>',
+        b"<script>'</head>'</script >{tag}</head>",
+        b"<script>'</head>'</SCRIPT/>{tag}</head>",
+        b"<script>'</scripts></head>'</script>{tag}</head>",
+        b'<script src="x" data-a="1>2"></head></script>{tag}</head>',
+        b"<scriptx>{tag}</head>",
+        b"<script><!-- w('<script></head></script>') --></script>{tag}</head>",
+        b"<script><!--<script></script></head>--></script>{tag}</head>",
+        b"<script><!--></script>{tag}</head>",
+        b"<style>p::after{content:'</head>'}</style>{tag}</head>",
+        b"<title>What is </head>?</title>{tag}</head>",
+        b"<textarea></body></textarea>{tag}</body>",
+        b"<noscript></head></noscript>{tag}</head>",
+        b"<template><template></head></template></body></template>{tag}</head>",
+        b"</template>{tag}</head>",
+        b"<plaintext></head>",
+        b"<head>{tag}</head\n>",
+        b"<head></head",
+        b"<body><p>hi</p>{tag}</body>",
+        b'<script src="/_optibase/script.js"></script></head>',
+    ],
+)
+def test_where_the_tag_goes(expected: bytes) -> None:
+    assert fed(expected.replace(TAG, b""), snippet=TAG) == expected
+
+
+# Tokens to make malformed pages of: bits of markup, and openings of what the scanner follows.
+NOISE = st.sampled_from(
+    [
+        *[b"<", b"</", b"<!--", b"<!", b"-->", b"--!>", b"-", b"!", b">", b"/", b"=", b'"', b"'"],
+        *[b" ", b"\n", b"x", b"script", b"head", MARKER],
+        *[b"<script", b"<script>", b"</SCRIPT ", b"<Style ", b"</style>", b"<title>"],
+        *[b"<textarea/", b"<noscript\n", b"<template>", b"</Template>", b"<plaintext>"],
+        *[b"</head", b"</head>", b"</BODY "],
+    ]
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    parts=st.lists(st.one_of(NOISE, st.binary(max_size=3)), max_size=40),
+    cuts=st.lists(st.integers(0, 200), max_size=8),
+)
+def test_a_malformed_body_passes_with_at_most_the_tag_added(
+    parts: list[bytes], cuts: list[int]
+) -> None:
+    body = b"".join(parts)
+    out = fed(body, cuts)
+    assert out == fed(body)
+    if out != body:
+        (at,) = [i for i in range(len(body) + 1) if out == body[:i] + SNIPPET + body[i:]][:1]
+        assert re.match(rb"</(?:head|body)[\t\n\f\r />]", body[at:], re.IGNORECASE)
+
+
+TRICKY = (
+    b"<!doctype html><html><head><title>a</head></title><!-- </head> --><!-->"
+    b"<script type=module>'</scr' + '</head>'</script ><style>x</head></style>"
+    b"<template><script>'</template>'</script></head></template>"
+    b"<script data-x=\"</script>\">'</head>'</script>"
+    b"<script><!-- <script>'</head>'</script> --></script></HEAD ><body></body></html>"
+)
+
+
+def test_every_token_may_be_cut_anywhere() -> None:
+    expected = TRICKY.replace(b"</HEAD >", SNIPPET + b"</HEAD >")
+    assert fed(TRICKY) == expected
+    for i in range(len(TRICKY) + 1):
+        for j in range(i, min(i + 12, len(TRICKY)) + 1):
+            assert fed(TRICKY, [i, j]) == expected, (i, j)
+
+
+def test_only_a_few_bytes_wait_for_the_next_chunk() -> None:
+    page = (
+        b"<html><head><script>"
+        + b"var a = 1 < 2;\n" * 700
+        + b"</script><style>"
+        + b"p{x:y}" * 2000
+        + b"</style><!-- "
+        + b"- " * 5000
+        + b"--><title>"
+        + b"t" * 3000
+        + b"</title>"
+        + b"<p>" * 1000
+        + b"</head><body></body></html>"
     )
-    assert out == reference(body)
+    injector = HtmlInjector(SNIPPET, MARKER, length_declared=False)
+    sent = longest_wait = 0
+    for i in range(len(page)):
+        sent += len(injector.feed(page[i : i + 1], more_body=True))
+        longest_wait = max(longest_wait, i + 1 - sent)
+    assert longest_wait <= len(MARKER) - 1  # enough to see the script's URL across chunks
+    assert sent + len(injector.feed(b"", more_body=False)) == len(page) + len(SNIPPET)
+
+
+def test_a_tag_too_long_to_wait_for_gives_the_injection_up() -> None:
+    page = b'<html><head><script data-x="' + b"a" * 5000 + b'">1</script></head></html>'
+    cuts = range(100, len(page), 100)
+    assert fed(page) == page.replace(b"</head>", SNIPPET + b"</head>")  # whole: it is seen
+    assert fed(page, cuts) == page  # in chunks, it would be held past 4 KiB
 
 
 def make_app(tmp_path: Path, **settings: Any) -> tuple[Starlette, Optibase]:
@@ -213,3 +436,33 @@ def test_a_streamed_body_with_a_declared_length_is_reframed(tmp_path: Path) -> N
     # response starts: the header is dropped, and the server chunks the body.
     assert "content-length" not in response.headers
     assert response.headers["transfer-encoding"] == "chunked"
+
+
+PROBE = b'<script type="text/x-probe" id="optibase-probe"></script>'
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        TRICKY,
+        b"<html><head><!--!></head>--><noscript></head></noscript></head><body>b</body></html>",
+        b"<head><script><!-- <script></script></head> --></script></head><body></body>",
+        b"<head><!--></head><body></body>",
+        b"<head><title>x</head></title><textarea></head></textarea></head \n><body></body>",
+        b"<p>no head<template></body></template><style></body></style></body>",
+    ],
+)
+def test_a_browser_parses_the_page_as_before_plus_the_tag(html: bytes, page: Any) -> None:
+    """The tag injected is an element of the document, once, and the page is otherwise as it was."""
+    page.set_content(html.decode())
+    before = page.evaluate("document.documentElement.outerHTML")
+    page.set_content(fed(html, snippet=PROBE).decode())
+    found, after = page.evaluate(
+        """() => {
+            const found = document.querySelectorAll("#optibase-probe");
+            found.forEach((element) => element.remove());
+            return [found.length, document.documentElement.outerHTML];
+        }"""
+    )
+    assert found == 1
+    assert after == before

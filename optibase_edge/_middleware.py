@@ -58,6 +58,10 @@ class OptibaseMiddleware:
         self._script_marker = f"{settings.prefix}/script.js".encode()
         self._previews = optibase._previews
         self._private_responses = settings.cache_control is not None
+        # Headers about the app's body that a held start loses when a tag goes in.
+        self._replaced_on_injection = (
+            (b"content-length", b"etag") if self._private_responses else (b"content-length",)
+        )
         self._redirect_split = settings.split_url == "redirect"
         self._openings: OrderedDict[tuple[str, str, int], str] = OrderedDict()
 
@@ -261,7 +265,9 @@ class _Responder:
             body = injector.feed(message.get("body", b""), more_body)
             if self._held_start is not None:
                 start, self._held_start = self._held_start, None
-                headers = [h for h in start["headers"] if h[0].lower() != b"content-length"]
+                # The body is ours now: the app's length (and ETag) described its own.
+                replaced = self._middleware._replaced_on_injection
+                headers = [h for h in start["headers"] if h[0].lower() not in replaced]
                 if not more_body:
                     headers.append((b"content-length", str(len(body)).encode()))
                 # A streamed body's final length is unknown: the server will chunk it.
@@ -304,7 +310,10 @@ class _Responder:
             return {**message, "headers": not_stored(message.get("headers", ()))}
         if visitor._id is None:
             return message  # nothing about the visitor was used: the app's caching stands
-        headers = for_one_visitor(message.get("headers", ()), drop_etag=self._injector is not None)
+        # A held start loses its ETag only if a body is injected (not for a file sent by path).
+        injector = self._injector
+        drop_etag = injector is not None and not injector.length_declared
+        headers = for_one_visitor(message.get("headers", ()), drop_etag=drop_etag)
         return {**message, "headers": headers}
 
 

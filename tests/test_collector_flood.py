@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import httpx2
 import pytest
@@ -57,7 +58,9 @@ DEADLINE = 30.0  # seconds the whole exchange may take (about 7 on a 2-core VM)
 
 
 def build_site(segment_endpoint: str, budgets: bool) -> Starlette:
-    unlimited = {} if budgets else {"collector_visitor_budget": None, "collector_ip_budget": None}
+    unlimited: dict[str, Any] = (
+        {} if budgets else {"collector_visitor_budget": None, "collector_ip_budget": None}
+    )
     ob = Optibase(
         tests=[Test("hero", [Variant("control"), Variant("bold")], pages=["/"])],
         conversions=[Conversion("cta", ConversionType.CLICK, selector=".cta")],

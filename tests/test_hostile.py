@@ -124,7 +124,9 @@ def make_optibase() -> Optibase:
 
 OPTIBASE = make_optibase()
 SITE = OptibaseMiddleware(Starlette(routes=ROUTES), optibase=OPTIBASE)
-BUDGETS = [b for b in (SITE._endpoints._ip_budgets, SITE._endpoints._visitor_budgets) if b]
+BUDGETS = [
+    b for b in (SITE._endpoints._ip_budgets, SITE._endpoints._visitor_budgets) if b is not None
+]
 for budget in BUDGETS:
     budget._maxsize = CACHE_BOUND
 BARE = Starlette(routes=ROUTES)

@@ -155,6 +155,15 @@ async def test_starlette_file_response_over_pathsend(tmp_path: Path) -> None:
     assert [m["type"] for m in sent] == ["http.response.start", "http.response.pathsend"]
     assert os.path.samefile(sent[1]["path"], page)
     assert headers_of(sent[0])[b"content-length"] == [str(len(PAGE)).encode()]
+    # The file is sent as it is, so its ETag still describes it: conditional GETs work.
+    bare = await run(site, scope(extensions={"http.response.pathsend": {}}))
+    assert headers_of(sent[0])[b"etag"] == headers_of(bare[0])[b"etag"]
+    # Streamed in chunks instead, it is injected, and the ETag goes with the old length.
+    sent = await run(app, scope())
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    assert b"/_optibase/script.js" in body
+    assert b"etag" not in headers_of(sent[0])
+    assert headers_of(sent[0])[b"content-length"] == [str(len(body)).encode()]
 
 
 def script_src(body: bytes) -> str:

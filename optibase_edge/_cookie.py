@@ -19,7 +19,7 @@ import json
 import os
 import re
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -183,19 +183,22 @@ def read_cookie(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> str | No
     A hand-rolled scan: parsing every cookie into a dict costs more than the
     whole returning-visitor path is allowed to.
     """
-    for value in cookie_values(headers, name):
-        return value
-    return None
+    values = cookie_values(headers, name, first_only=True)
+    return values[0] if values else None
 
 
-def cookie_values(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> Iterator[str]:
-    """Every value of cookie *name*, in order.
+def cookie_values(
+    headers: Sequence[tuple[bytes, bytes]], name: bytes, *, first_only: bool = False
+) -> list[str]:
+    """Every value of cookie *name*, in order (or the first only).
 
     A browser sends several when cookies of one name were set for different
     paths or domains (or another site on the domain planted one): the one that
-    verifies may not come first.
+    verifies may not come first. A list, not a generator: on every request,
+    a generator's setup costs more than the scan.
     """
     prefix = name + b"="
+    found: list[str] = []
     for key, value in headers:
         if key != b"cookie":
             continue
@@ -203,9 +206,12 @@ def cookie_values(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> Iterat
             part = part.strip()
             if part.startswith(prefix):
                 try:
-                    yield part[len(prefix) :].decode("ascii").strip('"')
+                    found.append(part[len(prefix) :].decode("ascii").strip('"'))
                 except UnicodeDecodeError:
                     continue
+                if first_only:
+                    return found
+    return found
 
 
 def set_cookie_header(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -260,9 +259,7 @@ class Visitor:
 
     def _other_cookie(self, optibase: Optibase) -> VisitorRecord | None:
         """A valid record in a later cookie of our name, when the first was not one."""
-        for token in itertools.islice(
-            cookie_values(self._scope["headers"], optibase._cookie_name), 1, None
-        ):
+        for token in cookie_values(self._scope["headers"], optibase._cookie_name)[1:]:
             record = optibase._codec.decode(token)
             if record is not None:
                 self._token = token

@@ -266,6 +266,16 @@ def test_every_token_may_be_cut_anywhere() -> None:
             assert fed(TRICKY, [i, j]) == expected, (i, j)
 
 
+def test_a_large_page_in_one_chunk_or_many() -> None:
+    """Large bodies take another path through the insertion (one copy, not three)."""
+    head = b"<html><head><title>big</title><style>" + b"p{margin:0}" * 4000 + b"</style>"
+    body = head + b"</head><body>" + b"<p>text</p>" * 2000 + b"</body></html>"
+    expected = head + SNIPPET + body[len(head) :]
+    assert len(body) > 64 * 1024
+    assert fed(body) == expected
+    assert fed(body, range(0, len(body), 4096)) == expected
+
+
 def test_only_a_few_bytes_wait_for_the_next_chunk() -> None:
     page = (
         b"<html><head><script>"

@@ -154,7 +154,7 @@ def site(received: list[dict[str, Any]], **settings: Any) -> Starlette:
 
 def visit(app: Starlette, client_ip: str, headers: dict[str, str]) -> tuple[str, str]:
     """One page from *client_ip*: the Set-Cookie header, and the events' context."""
-    with TestClient(app, client=(client_ip, 50000), headers=AS_A_BROWSER) as client:
+    with TestClient(app, client=(client_ip, 50000), headers=dict(AS_A_BROWSER)) as client:
         response = client.get("/", headers=headers)
         assert response.status_code == 200
         return response.headers["set-cookie"], str(response.request.url)

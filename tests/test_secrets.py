@@ -105,7 +105,7 @@ def test_no_log_line_shows_a_secret(caplog: pytest.LogCaptureFixture) -> None:
     app.add_middleware(OptibaseMiddleware, optibase=ob)
     with (
         caplog.at_level(logging.DEBUG, logger="optibase_edge"),
-        TestClient(app, headers=AS_A_BROWSER) as client,
+        TestClient(app, headers=dict(AS_A_BROWSER)) as client,
     ):
         assert client.get("/").status_code == 200
     assert caplog.records, "the failing transport must have been logged"
@@ -136,7 +136,7 @@ def site(tmp_path: Path, **settings: Any) -> tuple[Starlette, Optibase]:
 def test_every_cookie_of_our_name_is_tried(tmp_path: Path) -> None:
     """``optibase_vid=junk; optibase_vid=<valid>`` is the valid visitor, not a new one."""
     app, _ = site(tmp_path)
-    with TestClient(app, headers=AS_A_BROWSER) as client:
+    with TestClient(app, headers=dict(AS_A_BROWSER)) as client:
         first = client.get("/")
         token = first.cookies["optibase_vid"]
         client.cookies.clear()
@@ -157,7 +157,7 @@ def test_every_cookie_of_our_name_is_tried(tmp_path: Path) -> None:
 def test_a_prefixed_cookie_name_is_always_secure(tmp_path: Path, name: str) -> None:
     app, ob = site(tmp_path, cookie_name=name)
     assert ob.settings.cookie_secure is True
-    with TestClient(app, headers=AS_A_BROWSER) as client:  # plain http: still Secure
+    with TestClient(app, headers=dict(AS_A_BROWSER)) as client:  # plain http: still Secure
         response = client.get("/")
         set_cookie = response.headers["set-cookie"]
         assert set_cookie.startswith(f"{name}=")

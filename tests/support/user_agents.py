@@ -9,6 +9,9 @@ browser changes its User-Agent, add the new form rather than replacing the old
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+
 # What the test suite's HTTP clients and headless Chromium send: a regular desktop
 # Chrome. By default, screening takes httpx2's own "python-httpx/…" and Chromium's
 # "HeadlessChrome" for bots (scripts are not people), and a bot records nothing.
@@ -17,7 +20,9 @@ DESKTOP_USER_AGENT = (
     "Chrome/131.0.0.0 Safari/537.36"
 )
 # Headers for an httpx2 client that stands for a person: httpx2.Client(headers=AS_A_BROWSER).
-AS_A_BROWSER = {"User-Agent": DESKTOP_USER_AGENT}
+# Read-only: Starlette's TestClient adds its own "user-agent" to the dict it is given,
+# which, shared, would make every later client a "testclient" (pass dict(AS_A_BROWSER)).
+AS_A_BROWSER: Mapping[str, str] = MappingProxyType({"User-Agent": DESKTOP_USER_AGENT})
 
 _CHROME_DESKTOP = "AppleWebKit/537.36 (KHTML, like Gecko) Chrome/138.0.0.0 Safari/537.36"
 _ANDROID_K = "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko)"

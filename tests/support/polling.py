@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar, overload
@@ -81,6 +82,26 @@ async def wait_until_async(
         if time.monotonic() > deadline:
             _time_out(what, timeout)
         await asyncio.sleep(interval)
+
+
+def started(
+    proc: subprocess.Popen[bytes],
+    ready: Callable[[], bool],
+    what: Description,
+    *,
+    timeout: float,
+    stop: Callable[[subprocess.Popen[bytes]], object],
+) -> bool:
+    """Wait until the process *proc* is *ready*: True, or False if it exited first.
+
+    Still neither after *timeout* seconds, it is stopped with *stop* and the test fails.
+    """
+    try:
+        wait_until(lambda: proc.poll() is not None or ready(), what, timeout=timeout, interval=0.05)
+    except BaseException:
+        stop(proc)
+        raise
+    return proc.poll() is None
 
 
 def _time_out(what: Description, timeout: float) -> NoReturn:

@@ -11,13 +11,14 @@ import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from tests.support.ci import missing
 from tests.support.net import LOOPBACK, free_port
-from tests.support.polling import wait_until
+from tests.support.polling import started
 
 STARTUP_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
@@ -61,24 +62,16 @@ def _start(executable: str, workdir: Path) -> tuple[subprocess.Popen[bytes], int
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        if _answering(proc, port, log):
+        awaited = partial(_answering, log)
+        if started(
+            proc, partial(_answers_ping, port), awaited, timeout=STARTUP_TIMEOUT, stop=_stop
+        ):
             return proc, port
     pytest.fail(f"redis-server exited at start-up {ATTEMPTS} times; its log:\n{_tail(log)}")
 
 
-def _answering(proc: subprocess.Popen[bytes], port: int, log: Path) -> bool:
-    """True once the server answers PING, False if it exits first; a timeout fails the test."""
-    try:
-        wait_until(
-            lambda: proc.poll() is not None or _answers_ping(port),
-            lambda: f"redis-server to answer PING; its log:\n{_tail(log)}",
-            timeout=STARTUP_TIMEOUT,
-            interval=0.05,
-        )
-    except BaseException:
-        _stop(proc)
-        raise
-    return proc.poll() is None
+def _answering(log: Path) -> str:
+    return f"redis-server to answer PING; its log:\n{_tail(log)}"
 
 
 def _answers_ping(port: int) -> bool:

@@ -16,6 +16,7 @@ import sys
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import IO, Literal
 
@@ -23,7 +24,7 @@ import pytest
 
 from tests.support.ci import missing
 from tests.support.net import LOOPBACK, free_port
-from tests.support.polling import wait_until
+from tests.support.polling import started
 
 ServerKind = Literal["uvicorn", "hypercorn", "granian"]
 SERVERS: tuple[ServerKind, ...] = ("uvicorn", "hypercorn", "granian")
@@ -112,27 +113,14 @@ def _start(
             # process, which a kill must reach too.
             start_new_session=True,
         )
-        if _listening(kind, proc, port, log):
+        awaited = partial(_listening, kind, port, log)
+        if started(proc, partial(_accepts, port), awaited, timeout=STARTUP_TIMEOUT, stop=_stop):
             return proc, port
     pytest.fail(f"{kind} exited at start-up {ATTEMPTS} times; its log:\n{_read(log)[-TAIL:]}")
 
 
-def _listening(kind: ServerKind, proc: subprocess.Popen[bytes], port: int, log: IO[bytes]) -> bool:
-    """True once *port* accepts a connection, False if the server exits first.
-
-    A server still silent after ``STARTUP_TIMEOUT`` is stopped and fails the test.
-    """
-    try:
-        wait_until(
-            lambda: proc.poll() is not None or _accepts(port),
-            lambda: f"{kind} to listen on port {port}; its log:\n{_read(log)[-TAIL:]}",
-            timeout=STARTUP_TIMEOUT,
-            interval=0.05,
-        )
-    except BaseException:
-        _stop(proc)
-        raise
-    return proc.poll() is None
+def _listening(kind: ServerKind, port: int, log: IO[bytes]) -> str:
+    return f"{kind} to listen on port {port}; its log:\n{_read(log)[-TAIL:]}"
 
 
 def _accepts(port: int) -> bool:

@@ -141,8 +141,8 @@ class Endpoints:
         ip, scheme = optibase._client(scope, headers)
         site = (scheme, headers.get(b"host", b"").decode("latin-1").lower())
         _refuse_cross_site(headers, site)
-        content_type = (_header(scope, b"content-type") or "").split(";", 1)[0].strip().lower()
-        if content_type != "application/json":
+        content_type = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+        if content_type != b"application/json":
             raise _Refused(415, "content-type must be application/json")
         # Past the checks no other site's page passes, and before the body: junk costs little.
         if self._ip_budgets is not None and ip is not None:
@@ -150,7 +150,7 @@ class Endpoints:
             if wait:
                 self._warn_if_proxied(scope, headers, ip)
                 raise _too_many(wait, "this address")
-        body = await _read_body(scope, receive)
+        body = await _read_body(headers.get(b"content-length"), receive)
         try:
             data = json.loads(body)
         except RecursionError:  # a RecursionError is no ValueError: "[[[[…" of 8 KB raises it
@@ -251,8 +251,7 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def _read_body(scope: Scope, receive: Receive) -> bytes:
-    declared = _header(scope, b"content-length")
+async def _read_body(declared: bytes | None, receive: Receive) -> bytes:
     if declared is not None:
         try:
             if int(declared) > MAX_BODY_BYTES:

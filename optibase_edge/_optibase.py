@@ -22,7 +22,7 @@ from ._events import ConversionTriggered, Event, RequestContext, request_context
 from ._hosts import HostAllowList
 from ._pages import PageRules
 from ._preview import Previews
-from ._proxies import IpMode, TrustedProxies, parse_networks, reported_ip
+from ._proxies import IpMode, TrustedProxies, parse_networks, reported_ip, socket_client
 from ._screening import bot_check
 from ._seen import LocalSeen
 from ._settings import (
@@ -282,8 +282,7 @@ class Optibase:
     ) -> tuple[str | None, str]:
         """The client's ``(ip, scheme)``: the socket's, or as the trusted proxies forward them."""
         if self._proxies is None:
-            peer = scope.get("client")
-            return (peer[0] if peer else None), scope.get("scheme", "http")
+            return socket_client(scope)
         return self._proxies.client(scope, headers)
 
     def _scheme(self, scope: Mapping[str, Any]) -> str:

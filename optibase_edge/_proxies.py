@@ -31,6 +31,12 @@ def parse_networks(cidrs: Sequence[str]) -> tuple[Network, ...]:
     return tuple(networks)
 
 
+def socket_client(scope: Mapping[str, Any]) -> tuple[str | None, str]:
+    """``(ip, scheme)`` of the socket's peer, as the server put them in the scope."""
+    peer = scope.get("client")
+    return (peer[0] if peer else None), scope.get("scheme", "http")
+
+
 class TrustedProxies:
     """Reads a request's client IP and scheme through the proxies in *networks*."""
 
@@ -41,9 +47,7 @@ class TrustedProxies:
         self, scope: Mapping[str, Any], headers: Mapping[bytes, bytes]
     ) -> tuple[str | None, str]:
         """``(ip, scheme)`` of the client, as far as the trusted proxies vouch for it."""
-        peer = scope.get("client")
-        ip: str | None = peer[0] if peer else None
-        scheme: str = scope.get("scheme", "http")
+        ip, scheme = socket_client(scope)
         if ip is None or not self._trusted(ip):
             return ip, scheme
         proto = headers.get(b"x-forwarded-proto")

@@ -153,12 +153,12 @@ class Settings:
             )
         if not _COOKIE_NAME.match(self.cookie_name):
             raise ConfigError(f"cookie_name {self.cookie_name!r} is not a valid cookie name")
-        if self.cookie_name.startswith(("__Host-", "__Secure-")) and self.cookie_secure is False:
-            raise ConfigError(
-                f"cookie_secure: a cookie named {self.cookie_name!r} must be Secure "
-                "(browsers ignore it otherwise); leave cookie_secure unset or True"
-            )
         if self.cookie_name.startswith(("__Host-", "__Secure-")):
+            if self.cookie_secure is False:
+                raise ConfigError(
+                    f"cookie_secure: a cookie named {self.cookie_name!r} must be Secure "
+                    "(browsers ignore it otherwise); leave cookie_secure unset or True"
+                )
             object.__setattr__(self, "cookie_secure", True)
         prefix = self.prefix.rstrip("/")
         if not prefix.startswith("/") or len(prefix) < 2:

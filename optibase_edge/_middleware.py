@@ -217,7 +217,6 @@ class _Responder:
         "_middleware",
         "_page_views",
         "_preview_cookie",
-        "_root_path",
         "_scope",
         "_send",
         "_visitor",
@@ -242,9 +241,6 @@ class _Responder:
         self._inject = inject
         self._injector: HtmlInjector | None = None
         self._held_start: Message | None = None
-        # As the request came in: a router in the app may change it in this same scope
-        # (Starlette's Mount does), while the script is served under this one.
-        self._root_path: str = scope.get("root_path", "")
 
     async def send(self, message: Message) -> None:
         kind = message["type"]
@@ -289,8 +285,12 @@ class _Responder:
                 for conversion in self._page_views:
                     visitor._fire(conversion)
             if self._inject and message["status"] == 200:
+                # root_path as the request came in (the visitor keeps it): a router in
+                # the app may change it in this same scope, as Starlette's Mount does,
+                # while the script is served under the one the middleware saw.
+                root_path = visitor._path[1]
                 self._injector = self._middleware._injector_for(
-                    message, visitor, self._scope, self._root_path
+                    message, visitor, self._scope, root_path
                 )
             if visitor._cookie_changed():
                 message = self._middleware._set_cookie(message, visitor, self._scope)

@@ -73,7 +73,7 @@ class Visitor:
         self._forced = forced
         self._scope = scope
         # The path as asked for: a router in the app may rewrite these in this same
-        # scope (Starlette's Mount extends root_path) before an event is made.
+        # scope (Starlette's Mount extends root_path) before an event or the tag is made.
         self._path = scope.get("path", ""), scope.get("root_path", "")
         self._token = token
         self._id: str | None = None

@@ -13,6 +13,7 @@ from ._delivery.transports import (
 )
 from ._middleware import OptibaseMiddleware, get_visitor
 from ._optibase import Optibase
+from ._results import experiment_results
 from ._version import __version__
 from ._visitor import Visitor
 
@@ -35,6 +36,7 @@ __all__ = [
     "Variant",
     "Visitor",
     "__version__",
+    "experiment_results",
     "get_visitor",
 ]
 

@@ -1,14 +1,22 @@
-"""``optibase-edge check optibase.toml``: validate a configuration before deploying it."""
+"""The ``optibase-edge`` command.
+
+``check optibase.toml`` validates a configuration before deploying it;
+``report EVENTS [--config optibase.toml] [--json]`` gives each test's results
+from a file of Segment messages.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from ._config import ConfigError
 from ._optibase import Optibase
+from ._report import BadLines, as_json, as_table, open_events, report
 from ._settings import Budget, Settings
+from ._toml import read_toml
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -16,7 +24,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("check", help="validate an optibase.toml and summarise it")
     check.add_argument("path", nargs="?", default="optibase.toml")
+    results = commands.add_parser(
+        "report", help="results per test and variant from Segment messages in JSON lines"
+    )
+    results.add_argument("events", help="a JSON-lines file of Segment messages, or - for stdin")
+    results.add_argument(
+        "--config", help="an optibase.toml: names, the control, the weights and the order"
+    )
+    results.add_argument("--json", action="store_true", help="write the results as JSON")
     args = parser.parse_args(argv)
+    if args.command == "report":
+        return _report(args.events, args.config, as_json=args.json)
     return _check(args.path)
 
 
@@ -28,6 +46,28 @@ def _check(path: str) -> int:
         return 2
     print(f"{path}: OK")
     _summarise(settings)
+    return 0
+
+
+def _report(events: str, config: str | None, *, as_json: bool) -> int:
+    configuration: dict[str, Any] = {}
+    if config is not None:
+        try:
+            settings = read_toml(config)
+        except ConfigError as exc:
+            print(f"{config}: {exc}", file=sys.stderr)
+            return 2
+        configuration = {key: settings[key] for key in ("tests", "conversions")}
+    bad = BadLines()
+    try:
+        with open_events(events) as source:
+            results = report(source, bad, **configuration)
+    except OSError as exc:
+        print(f"{events}: cannot read it: {exc.strerror}", file=sys.stderr)
+        return 2
+    if bad.count:
+        print(f"{events}: {bad}", file=sys.stderr)
+    print(as_json(results) if as_json else as_table(results), end="\n" if as_json else "")
     return 0
 
 

@@ -18,10 +18,10 @@ PACKAGE = Path(optibase_edge.__file__).parent
 CORE = {
     "_config", "_settings", "_toml", "_cookie", "_assignment", "_pages", "_events",
     "_segment", "_screening", "_injection", "_seen", "_version", "_hosts", "_caching", "_proxies",
-    "_budgets",
+    "_budgets", "_results",
 }  # fmt: skip
 ENGINE = {"_optibase", "_visitor", "_preview"}
-SHELL = {"_middleware", "_endpoints", "_client_script", "_cli"}
+SHELL = {"_middleware", "_endpoints", "_client_script", "_cli", "_report"}
 MAY_IMPORT = {
     "core": {"core"},
     "delivery": {"core", "delivery"},
@@ -123,7 +123,7 @@ def test_the_public_surface_is_what_the_readme_documents() -> None:
         "Batch", "ConfigError", "Conversion", "ConversionType", "DedupeStore",
         "JsonLinesTransport", "MemoryStore", "MockTransport", "Optibase", "OptibaseMiddleware",
         "Outcome", "RedisStore", "SegmentTransport", "Test", "Transport", "Variant", "Visitor",
-        "__version__", "get_visitor",
+        "__version__", "experiment_results", "get_visitor",
     }  # fmt: skip
     public = {name for name in dir(optibase_edge) if not name.startswith("_")}
     assert public == set(optibase_edge.__all__) - {"__version__"}

@@ -14,7 +14,7 @@ from typing import Any
 
 from ._config import ConfigError
 from ._optibase import Optibase
-from ._report import BadLines, as_json, as_table, open_events, report
+from ._report import BadLines, json_report, open_events, report, table_report
 from ._settings import Budget, Settings
 from ._toml import read_toml
 
@@ -67,7 +67,7 @@ def _report(events: str, config: str | None, *, as_json: bool) -> int:
         return 2
     if bad.count:
         print(f"{events}: {bad}", file=sys.stderr)
-    print(as_json(results) if as_json else as_table(results), end="\n" if as_json else "")
+    print(json_report(results) if as_json else table_report(results), end="\n" if as_json else "")
     return 0
 
 

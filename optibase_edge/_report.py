@@ -65,11 +65,11 @@ def report(source: IO[bytes], bad: BadLines, **configuration: Any) -> Results:
     return experiment_results(read_messages(source, bad), **configuration)
 
 
-def as_json(results: Results) -> str:
+def json_report(results: Results) -> str:
     return json.dumps(results.to_json(), indent=2, allow_nan=False)
 
 
-def as_table(results: Results) -> str:
+def table_report(results: Results) -> str:
     """A table per test and conversion, the control first and marked, figures a person reads."""
     if not results.tests:
         return "No experiment data: no “Experiment Viewed” in these messages.\n"

@@ -123,8 +123,10 @@ def _test_table(test: TestResult) -> str:
 
 
 def _verdict(result: ConversionResult) -> str:
-    if result.clear:
-        return "clear at 5 %"
+    if result.clear and result.ci_low is not None and result.ci_high is not None:
+        return (
+            f"{'better' if result.ci_low + result.ci_high > 0 else 'worse'} than the control at 5 %"
+        )
     if result.more_visitors is None:
         return "not detectable yet"
     return f"needs about {result.more_visitors:,} more visitors per variant"

@@ -38,6 +38,8 @@ class Config:
     fault_mixes: tuple[str, ...] = ("mixed", "all_new")
     # 7. screening: how many times the real browsers are screened per round
     screen_repeat: int = 20
+    # 8. results: lines of the events file given to optibase-edge report
+    results_lines: int = 1_000_000
 
     @classmethod
     def make(cls, quick: bool) -> Config:
@@ -62,4 +64,5 @@ class Config:
             fault_rounds=5,
             fault_mixes=("mixed",),
             screen_repeat=3,
+            results_lines=50_000,
         )

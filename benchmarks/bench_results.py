@@ -154,7 +154,7 @@ def run(cfg: Config) -> SectionResult:
             f"report --json, {lines:,} lines ({size / 2**20:,.0f} MiB)",
             f"{seconds:.1f} s",
             f"json.loads only {floor:.1f} s",
-            f"{seconds / floor:.2f}×",
+            f"{seconds / floor:.2f}x",
             "well under 60 s",
             seconds < 30 if lines >= 1_000_000 else None,
         )
@@ -167,7 +167,7 @@ def run(cfg: Config) -> SectionResult:
         res.rows.append(
             Row(
                 "results",
-                f"one test's results, 4 variants × 3 conversions, {n:,} visitors each",
+                f"one test's results, 4 variants x 3 conversions, {n:,} visitors each",
                 fmt_ms(ms),
                 "",
                 "",

@@ -21,7 +21,16 @@ from .config import Config
 from .machine import machine_info
 from .report import Row, SectionResult
 
-SECTIONS = ("middleware", "http", "events", "assignment", "memory", "faults", "screening", "results")
+SECTIONS = (
+    "middleware",
+    "http",
+    "events",
+    "assignment",
+    "memory",
+    "faults",
+    "screening",
+    "results",
+)
 
 # Every ``benchmarks.bench_<section>`` module has a ``run`` of this type, plain or async.
 SectionRun: TypeAlias = Callable[[Config], SectionResult | Coroutine[Any, Any, SectionResult]]

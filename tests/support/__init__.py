@@ -12,5 +12,5 @@
   fixtures, registered for every module by ``tests/conftest.py``.
 * :mod:`.ci`: skip for a missing service, except under CI, where that fails.
 * :mod:`.dashboard`: the sink dashboard's results read off its HTML or a live page, and checked
-  against ``experiment_results()``.
+  against ``experiment_results()``; :mod:`.artefacts`: where screenshots go.
 """

@@ -79,8 +79,15 @@ async def _serve(args: argparse.Namespace, db_path: str) -> int:
         dashboard_url=sink_url + "/",
         flush_interval=args.flush_interval,
     )
-    # The address itself too: the site's delivery and the dashboard link name it.
-    sink_app = create_sink_app(db_path, write_key=WRITE_KEY, allowed_hosts=[host, *args.allow_host])
+    settings = site_app.state.optibase.settings
+    sink_app = create_sink_app(
+        db_path,
+        write_key=WRITE_KEY,
+        # The address itself too: the site's delivery and the dashboard link name it.
+        allowed_hosts=[host, *args.allow_host],
+        tests=settings.tests,  # the dashboard names, orders and checks what the site runs
+        conversions=settings.conversions,
+    )
     level = "info" if args.verbose else "warning"
     sink = _Server(
         uvicorn.Config(sink_app, log_level=level, access_log=False, timeout_graceful_shutdown=3)

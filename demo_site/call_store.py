@@ -1,7 +1,8 @@
 """The sink's SQLite store: one row per received Segment message, duplicates included.
 
 Results are computed on distinct ``messageId`` values, as Segment
-de-duplicates on them; the live feed shows every row and marks repeats.
+de-duplicates on them (:meth:`CallStore.result_messages`); the live feed shows
+every row and marks repeats.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from demo_site.ab_results import CONVERSION_TRIGGERED, EXPERIMENT_VIEWED, ABTrack
 from demo_site.json_responses import JSONValue
+from optibase_edge._results import CONVERSION_TRIGGERED, EXPERIMENT_VIEWED
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,18 @@ CREATE TABLE IF NOT EXISTS calls (
     raw TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS calls_message_id ON calls (message_id, id);
+"""
+
+# What experiment_results() reads, in arrival order, each messageId's first row only: Identify
+# calls linking a userId to an anonymousId, and the two tracks results are made of.
+_SELECT_RESULT_MESSAGES: Final = """
+SELECT type, event, anonymous_id, user_id, properties FROM calls
+WHERE id IN (SELECT MIN(id) FROM calls GROUP BY message_id)
+AND (
+    (type = 'identify' AND anonymous_id IS NOT NULL AND user_id IS NOT NULL)
+    OR (type = 'track' AND event IN (?, ?))
+)
+ORDER BY id
 """
 
 _CALL_COLUMNS: Final = (
@@ -157,26 +170,30 @@ class CallStore:
             )
             return [_call_dict(row) for row in cursor.fetchall()]
 
-    def counts(self) -> tuple[int, int]:
-        """(rows, distinct messageIds)."""
-        with self._lock:
-            row = (
-                self._connection()
-                .execute("SELECT COUNT(*), COUNT(DISTINCT message_id) FROM calls")
-                .fetchone()
-            )
-            return int(row[0]), int(row[1])
-
-    def ab_tracks(self) -> list[ABTrack]:
-        """Experiment Viewed and Conversion Triggered tracks, first of each messageId, by id."""
+    def count(self, up_to: int) -> int:
+        """Calls stored with an id up to *up_to*, duplicates included."""
         with self._lock:
             cursor = self._connection().execute(
-                "SELECT id, anonymous_id, event, timestamp, properties FROM calls"
-                " WHERE id IN (SELECT MIN(id) FROM calls GROUP BY message_id)"
-                " AND type = 'track' AND event IN (?, ?) ORDER BY id",
-                (EXPERIMENT_VIEWED, CONVERSION_TRIGGERED),
+                "SELECT COUNT(*) FROM calls WHERE id <= ?", (up_to,)
             )
-            return list(cursor.fetchall())
+            return int(cursor.fetchone()[0])
+
+    def result_messages(self) -> list[dict[str, JSONValue]]:
+        """The Segment messages results are computed from, as :func:`experiment_results` reads them.
+
+        The first row of each ``messageId`` (later ones are Segment's duplicates),
+        in arrival order, and only what counts: Identify calls carrying both ids,
+        "Experiment Viewed" and "Conversion Triggered" tracks. Each message holds
+        ``type``, ``anonymousId`` and ``userId``; a track also ``event`` and
+        ``properties``.
+        """
+        with self._lock:
+            rows = (
+                self._connection()
+                .execute(_SELECT_RESULT_MESSAGES, (EXPERIMENT_VIEWED, CONVERSION_TRIGGERED))
+                .fetchall()
+            )
+        return [_result_message(*row) for row in rows]
 
     def clear(self) -> int:
         """Delete every call; the number deleted."""
@@ -193,3 +210,13 @@ def _call_dict(row: Sequence[Any]) -> dict[str, JSONValue]:
         call[name] = json.loads(value) if name in _JSON_COLUMNS and value is not None else value
     call["duplicate"] = bool(row[len(_CALL_COLUMNS)])
     return call
+
+
+def _result_message(
+    kind: str, event: str | None, visitor: str | None, user: str | None, properties: str | None
+) -> dict[str, JSONValue]:
+    message: dict[str, JSONValue] = {"type": kind, "anonymousId": visitor, "userId": user}
+    if kind == "track":
+        message["event"] = event
+        message["properties"] = json.loads(properties) if properties is not None else None
+    return message

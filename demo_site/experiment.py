@@ -31,6 +31,28 @@ VARIANT_NAMES: Final[Mapping[str, str]] = {
     "social": "Social proof",
 }
 
+TESTS: Final = (
+    Test(
+        id=TEST_ID,
+        name="Home page headline",
+        variants=[Variant(v, name=VARIANT_NAMES[v]) for v in HEADLINES],
+        pages=["/"],
+    ),
+)
+"""The site's one test, named; the first variant is the control."""
+CONVERSIONS: Final = (
+    Conversion(
+        id="signup",
+        type=ConversionType.CLICK,
+        selector="#signup",
+        one_per_visitor=True,
+        name="Clicked “Start free trial”",
+    ),
+    Conversion(id="pricing", type=ConversionType.PAGE_VIEW, url="/pricing", name="Saw pricing"),
+    Conversion(id="purchase", type=ConversionType.PROGRAMMATIC, name="Bought a plan"),
+)
+"""What the site counts as converting."""
+
 
 def build_optibase(
     *,
@@ -42,27 +64,8 @@ def build_optibase(
 ) -> Optibase:
     """The demo's experiments and conversions, reporting to *segment_endpoint*."""
     return Optibase(
-        tests=[
-            Test(
-                id=TEST_ID,
-                name="Home page headline",
-                variants=[Variant(v, name=VARIANT_NAMES[v]) for v in HEADLINES],
-                pages=["/"],
-            )
-        ],
-        conversions=[
-            Conversion(
-                id="signup",
-                type=ConversionType.CLICK,
-                selector="#signup",
-                one_per_visitor=True,
-                name="Clicked “Start free trial”",
-            ),
-            Conversion(
-                id="pricing", type=ConversionType.PAGE_VIEW, url="/pricing", name="Saw pricing"
-            ),
-            Conversion(id="purchase", type=ConversionType.PROGRAMMATIC, name="Bought a plan"),
-        ],
+        tests=TESTS,
+        conversions=CONVERSIONS,
         secret_keys=list(secret_keys),
         segment_write_key=write_key,
         segment_endpoint=segment_endpoint,

@@ -1,9 +1,9 @@
-"""The sink's own JSON API: the stored calls, the A/B results, and a reset.
+"""The sink's own JSON API: the stored calls, the experiment results, and a reset.
 
 ``GET /api/calls?after=<id>&limit=<n>`` lists calls oldest first (what the
-dashboard's live feed polls); ``GET /api/results`` is
-:func:`demo_site.ab_results.compute_results`; ``DELETE /api/calls`` or
-``POST /api/reset`` deletes every call.
+dashboard's live feed polls); ``GET /api/results`` is the report document of
+``optibase-edge report --json`` (``Results.to_json()``) for the stored calls;
+``DELETE /api/calls`` or ``POST /api/reset`` deletes every call.
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from demo_site.ab_results import compute_results
-from demo_site.call_store import CallStore
 from demo_site.json_responses import RequestError, bad_request, error_response, json_response
+from demo_site.sink_results import StoredResults
 
 DEFAULT_PAGE: Final = 100
 MAX_PAGE: Final = 1000
@@ -36,8 +35,9 @@ def _query_int(request: Request, name: str, default: int, lo: int, hi: int) -> i
     return value
 
 
-def sink_api_routes(store: CallStore) -> list[Route]:
-    """The routes ``calls``, ``results`` and ``reset``, reading and clearing *store*."""
+def sink_api_routes(results: StoredResults) -> list[Route]:
+    """The routes ``calls``, ``results`` and ``reset``, reading and clearing ``results.store``."""
+    store = results.store
 
     async def calls(request: Request) -> Response:
         if request.method == "DELETE":
@@ -49,9 +49,9 @@ def sink_api_routes(store: CallStore) -> list[Route]:
             return error_response(error)
         return json_response(await run_in_threadpool(store.calls_after, after, limit))
 
-    async def results(request: Request) -> Response:
-        tracks = await run_in_threadpool(store.ab_tracks)
-        return json_response(compute_results(tracks))
+    async def report(request: Request) -> Response:
+        computed = await run_in_threadpool(results.compute)
+        return json_response(computed.to_json())
 
     async def reset(request: Request) -> Response:
         deleted = await run_in_threadpool(store.clear)
@@ -59,6 +59,6 @@ def sink_api_routes(store: CallStore) -> list[Route]:
 
     return [
         Route("/api/calls", calls, methods=["GET", "DELETE"], name="calls"),
-        Route("/api/results", results, methods=["GET"], name="results"),
+        Route("/api/results", report, methods=["GET"], name="results"),
         Route("/api/reset", reset, methods=["POST"], name="reset"),
     ]

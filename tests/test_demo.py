@@ -30,8 +30,9 @@ import pytest
 from starlette.applications import Starlette
 
 from demo_site.app import PLANS, create_demo_app
-from demo_site.experiment import HEADLINES
+from demo_site.experiment import CONVERSIONS, HEADLINES, TESTS, VARIANT_NAMES
 from demo_site.sink import create_sink_app
+from tests.support.dashboard import read_results, view
 from tests.support.net import LOOPBACK, bound_socket, free_port
 from tests.support.polling import wait_until
 from tests.support.server import serve
@@ -61,8 +62,12 @@ class Demo:
 def run_demo(
     db_path: Path, wrap: Callable[[Starlette], Any] | None = None, **settings: Any
 ) -> Iterator[Demo]:
-    """The sink, then the site reporting to it; the site stops (and flushes) first."""
-    with serve(create_sink_app(str(db_path), write_key=WRITE_KEY)) as sink_url:
+    """The sink, then the site reporting to it; the site stops (and flushes) first.
+
+    The sink knows the site's tests and conversions, as ``python -m demo_site`` tells it.
+    """
+    sink = create_sink_app(str(db_path), write_key=WRITE_KEY, tests=TESTS, conversions=CONVERSIONS)
+    with serve(sink) as sink_url:
         app = create_demo_app(
             segment_endpoint=sink_url, write_key=WRITE_KEY, secret_keys=[SECRET_KEY], **settings
         )
@@ -120,26 +125,6 @@ def csp_nonce_of(response: httpx2.Response) -> str:
     match = re.fullmatch(r"\s*script-src 'nonce-([A-Za-z0-9_\-+/=]+)'\s*", script_src)
     assert match, f"script-src must allow only a nonce: {policy!r}"
     return match.group(1)
-
-
-def dashboard_results(page: str) -> dict[str, dict[str, dict[str, int]]]:
-    """The results tables of the sink's dashboard: {test: {variant: {column: count}}}."""
-    results: dict[str, dict[str, dict[str, int]]] = {}
-    for test_id, table in re.findall(
-        r'<article class="test"><h3>Test <code>(.*?)</code></h3>(.*?)</article>', page, re.S
-    ):
-        head = re.search(r"<thead>(.*?)</thead>", table, re.S)
-        body = re.search(r"<tbody>(.*?)</tbody>", table, re.S)
-        assert head and body
-        columns = [html.unescape(c) for c in re.findall(r'<th class="num">(.*?)</th>', head[1])]
-        variants: dict[str, dict[str, int]] = {}
-        for variant, cells in re.findall(
-            r'<tr><th scope="row"><code>(.*?)</code></th>(.*?)</tr>', body[1], re.S
-        ):
-            numbers = [int(n) for n in re.findall(r'<td class="num">(\d+)', cells)]
-            variants[html.unescape(variant)] = dict(zip(columns, numbers, strict=True))
-        results[html.unescape(test_id)] = variants
-    return results
 
 
 @pytest.fixture(scope="module")
@@ -300,15 +285,21 @@ def test_sink_dashboard_shows_the_results(demo: Demo, client: httpx2.Client) -> 
     )
     dashboard = httpx2.get(demo.sink_url + "/", timeout=5)
     assert dashboard.status_code == 200
-    assert visitor_id in dashboard.text  # in the live feed
-    row = dashboard_results(dashboard.text)["hero"][variant]
-    assert row["Exposed"] >= 1 and row["pricing"] >= 1 and row["purchase"] >= 1
+    assert visitor_id in dashboard.text  # in the raw calls
+    hero = view(read_results(dashboard.text), "hero")
+    assert hero.heading == "Home page headline hero"  # named by the site's configuration
+    pricing, purchase = hero.table("pricing").row(variant), hero.table("purchase").row(variant)
+    assert pricing.label.startswith(f"{VARIANT_NAMES[variant]} {variant}")
+    visitors = int(pricing.cells["visitors"].value)
+    assert visitors >= 1
+    assert int(pricing.cells["converted"].value) >= 1
+    assert int(purchase.cells["converted"].value) >= 1
     # The same numbers as the JSON API.
     api = httpx2.get(demo.sink_url + "/api/results", timeout=5).json()
-    [hero] = [t for t in api["tests"] if t["test_id"] == "hero"]
-    [stats] = [v for v in hero["variants"] if v["variant_id"] == variant]
-    assert stats["exposed"] == row["Exposed"]
-    assert stats["conversions"]["purchase"]["visitors"] == row["purchase"]
+    [report] = [t for t in api["tests"] if t["test_id"] == "hero"]
+    [stats] = [v for v in report["variants"] if v["variant_id"] == variant]
+    assert stats["visitors"] == visitors
+    assert stats["conversions"]["purchase"]["visitors"] == int(purchase.cells["converted"].value)
 
 
 def test_nothing_lost_or_failed(demo: Demo) -> None:
@@ -369,7 +360,9 @@ def test_python_m_demo_site_starts_serves_and_stops_cleanly(
             visitor_id = http.get("/_optibase/variants").json()["visitor_id"]
             assert http.get("/pricing").status_code == 200
         dashboard = httpx2.get(sink + "/", timeout=5)
-        assert dashboard.status_code == 200 and "Segment sink" in dashboard.text
+        assert dashboard.status_code == 200 and "<h1>Experiment results</h1>" in dashboard.text
+        # The site's configuration reached the sink: the test is named, shown before any data.
+        assert view(read_results(dashboard.text), "hero").heading == "Home page headline hero"
         for host, status in (("demo.test", 200), (f"localhost:{sink_port}", 200), ("x.test", 400)):
             assert httpx2.get(sink + "/", headers={"Host": host}, timeout=5).status_code == status
         # Stop at once: the events still queued must be flushed into the sink on the way out.

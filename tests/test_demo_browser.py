@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from demo_site.experiment import HEADLINES
 from demo_site.sink import create_sink_app
 from tests.support.browser import CHROMIUM_ARGS, CHROMIUM_PATH
+from tests.support.dashboard import READ_RESULTS_JS, view, views_from_json
 from tests.support.polling import wait_until
 from tests.support.server import serve
 from tests.test_demo import (
@@ -40,23 +41,6 @@ from tests.test_demo import (
 )
 
 SCRIPT_READY = "window.optibaseActiveVariants !== undefined"
-
-# The dashboard's results tables as {test: {variant: {column: count}}}.
-READ_RESULTS = """() => {
-  const out = {};
-  for (const article of document.querySelectorAll("article.test")) {
-    const test = article.querySelector("h3 code").textContent;
-    const heads = [...article.querySelectorAll("thead th")].map((th) => th.textContent.trim());
-    out[test] = {};
-    for (const tr of article.querySelectorAll("tbody tr")) {
-      const cells = [...tr.children];
-      const row = {};
-      cells.slice(1).forEach((td, i) => { row[heads[i + 1]] = parseInt(td.textContent, 10); });
-      out[test][cells[0].textContent.trim()] = row;
-    }
-  }
-  return out;
-}"""
 
 
 class CollectCounter:
@@ -265,9 +249,11 @@ def test_dashboard_shows_the_signup(page: Any, demo: Demo, errors: list[str]) ->
     dashboard = popup.value
     dashboard.wait_for_load_state()
     assert dashboard.url == demo.sink_url + "/"
-    results = dashboard.evaluate(READ_RESULTS)
-    row = results["hero"][variant]
-    assert row["Exposed"] >= 1 and row["signup"] >= 1, results
+    hero = view(views_from_json(dashboard.evaluate(READ_RESULTS_JS)), "hero")
+    row = hero.table("signup").row(variant)
+    assert int(row.cells["visitors"].value) >= 1, row
+    assert int(row.cells["converted"].value) >= 1, row
+    dashboard.click("#raw-calls summary")  # the raw calls, collapsed under the results
     assert visitor_id in dashboard.locator("#feed-body").inner_text()
     dashboard.wait_for_function(
         "document.getElementById('feed-status').textContent === 'live'",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,11 @@ from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from demo_site.sink import create_sink_app
+from optibase_edge import Conversion, ConversionType, Test, Variant, experiment_results
+from tests.support.dashboard import assert_shows, read_results, view
+from tests.support.net import free_port
 from tests.support.server import serve
+from tests.test_demo import wait_for_port
 
 # A name the sink answers to (TestClient's own "testserver" is not one).
 BASE_URL = "http://127.0.0.1:8001"
@@ -285,103 +291,167 @@ def test_duplicates_are_kept_and_flagged(client: TestClient) -> None:
     assert (first["duplicate"], second["duplicate"]) == (False, True)
 
 
+def identify(visitor: str | None, user: str, mid: str) -> dict[str, Any]:
+    message: dict[str, Any] = {"type": "identify", "userId": user, "messageId": mid}
+    if visitor is not None:
+        message["anonymousId"] = visitor
+    return message
+
+
+def user_converted(user: str, conversion: str, mid: str) -> dict[str, Any]:
+    properties = {"conversion_id": conversion, "conversion_type": "PROGRAMMATIC"}
+    return {
+        "type": "track",
+        "event": "Conversion Triggered",
+        "userId": user,
+        "messageId": mid,
+        "properties": properties,
+    }
+
+
 SCRIPT: list[dict[str, Any]] = [
-    viewed("v1", "hero", "control", "e1", "2024-05-01T10:00:00Z"),
-    viewed("v1", "pricing", "b", "e2", "2024-05-01T10:00:01Z"),
-    viewed("v2", "hero", "control", "e3", "2024-05-01T10:00:02Z"),
-    viewed("v2", "pricing", "a", "e4", "2024-05-01T10:00:03Z"),
-    viewed("v3", "hero", "treatment", "e5", "2024-05-01T10:00:04Z"),
-    viewed("v4", "hero", "treatment", "e6", "2024-05-01T10:00:05Z"),
-    viewed("v4", "hero", "treatment", "e6", "2024-05-01T10:00:05Z"),  # exact resend
-    viewed("v5", "hero", "control", "dup", "2024-05-01T10:00:06Z"),
+    viewed("v1", "hero", "control", "e1"),
+    viewed("v1", "pricing", "b", "e2"),
+    viewed("v2", "hero", "control", "e3"),
+    viewed("v3", "hero", "treatment", "e4"),
+    viewed("v4", "hero", "treatment", "e5"),
+    viewed("v4", "hero", "treatment", "e5"),  # exact resend
+    viewed("v5", "hero", "control", "dup"),
     # Same messageId, different content: Segment drops it, so v6 is never exposed.
-    viewed("v6", "hero", "control", "dup", "2024-05-01T10:00:07Z"),
+    viewed("v6", "hero", "control", "dup"),
     track(
         "v10",
         "Experiment Viewed",  # Segment A/B spec aliases only
         {"experiment_id": "hero", "variation_id": "treatment"},
-        "e7",
-        "2024-05-01T10:00:08Z",
+        "e6",
     ),
-    # v1 converts; the list names hero/control, pricing/b counts via the earlier exposure.
-    converted("v1", "signup", [("hero", "control")], "c1", "2024-05-01T10:01:00Z"),
-    # v3 converts twice on signup (distinct messageIds, one visitor) and once on purchase
-    # with no list at all (credited through the earlier Experiment Viewed).
-    converted("v3", "signup", [("hero", "treatment")], "c2", "2024-05-01T10:01:01Z"),
-    converted("v3", "signup", [("hero", "treatment")], "c3", "2024-05-01T10:01:02Z"),
-    converted("v3", "purchase", [], "c4", "2024-05-01T10:01:03Z"),
-    converted("v3", "purchase", [], "c4", "2024-05-01T10:01:03Z"),  # resend
-    # The conversions' variants list alone credits the variant.
-    converted("v8", "signup", [("hero", "treatment")], "c5", "2024-05-01T10:01:04Z"),
-    # Never exposed: counts nowhere (but its conversion id is listed).
-    converted("v7", "newsletter", [], "c6", "2024-05-01T10:01:05Z"),
-    # Converts before being exposed: not credited to that later exposure.
-    converted("v9", "signup", [], "c7", "2024-05-01T10:02:00Z"),
-    viewed("v9", "hero", "control", "e8", "2024-05-01T10:03:00Z"),
-    # userId only: no visitor, ignored by the results.
-    {
-        "type": "track",
-        "event": "Experiment Viewed",
-        "userId": "u-only",
-        "messageId": "e9",
-        "properties": {"test_id": "hero", "variant_id": "control"},
-    },
+    # v1 converts: for every variant it saw (hero/control and pricing/b), whatever the list says.
+    converted("v1", "signup", [("hero", "control")], "c1"),
+    # v3 converts twice on signup: one visitor, counted once.
+    converted("v3", "signup", [], "c2"),
+    converted("v3", "signup", [], "c3"),
+    # A messageId already seen: dropped, so v2 does not convert.
+    converted("v2", "signup", [("hero", "control")], "c2"),
+    converted("v6", "signup", [("hero", "control")], "c4"),  # v6 was never exposed
+    converted("v9", "newsletter", [], "c5"),  # nor was v9: counts nowhere, but is listed
+    # A user's purchase counts for the visitor a later Identify links to the user (v4) ...
+    user_converted("u4", "purchase", "c6"),
+    identify("v4", "u4", "i1"),
+    # ... and an Identify without an anonymousId links nothing.
+    user_converted("u9", "purchase", "c7"),
+    identify(None, "u9", "i2"),
+    # Neither of the two tracks results are made of.
+    track("v2", "Clicked", {"conversion_id": "signup"}, "o1"),
+    {"type": "page", "anonymousId": "v2", "name": "Home", "messageId": "p1"},
 ]
 
 
-def rates(results: dict[str, Any]) -> dict[tuple[str, str], tuple[int, dict[str, Any]]]:
+def first_of_each_message_id(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What Segment keeps: the first message of each messageId."""
+    kept: dict[str, dict[str, Any]] = {}
+    for message in messages:
+        kept.setdefault(message["messageId"], message)
+    return list(kept.values())
+
+
+def counts(report: dict[str, Any]) -> dict[tuple[str, str], tuple[int, dict[str, int]]]:
+    """{(test, variant): (visitors, {conversion id: converting visitors})} of a report."""
     return {
         (test["test_id"], variant["variant_id"]): (
-            variant["exposed"],
-            {cid: (c["visitors"], c["rate"]) for cid, c in variant["conversions"].items()},
+            variant["visitors"],
+            {cid: c["visitors"] for cid, c in variant["conversions"].items()},
         )
-        for test in results["tests"]
+        for test in report["tests"]
         for variant in test["variants"]
     }
 
 
-def test_results(client: TestClient) -> None:
-    post_batch(client, SCRIPT[:9])  # split over requests: dedupe is across requests
-    post_batch(client, SCRIPT[9:])
-    results = client.get("/api/results").json()
-    assert results["conversion_ids"] == ["newsletter", "purchase", "signup"]
-    assert [t["test_id"] for t in results["tests"]] == ["hero", "pricing"]
-    assert rates(results) == {
-        ("hero", "control"): (
-            4,
-            {"newsletter": (0, 0.0), "purchase": (0, 0.0), "signup": (1, 0.25)},
-        ),
-        ("hero", "treatment"): (
-            3,
-            {"newsletter": (0, 0.0), "purchase": (1, 1 / 3), "signup": (2, 2 / 3)},
-        ),
-        ("pricing", "a"): (1, {"newsletter": (0, 0.0), "purchase": (0, 0.0), "signup": (0, 0.0)}),
-        ("pricing", "b"): (1, {"newsletter": (0, 0.0), "purchase": (0, 0.0), "signup": (1, 1.0)}),
+def test_result_messages_are_each_message_ids_first_that_counts(client: TestClient) -> None:
+    post_batch(client, SCRIPT[:8])  # split over requests: dedupe is across requests
+    post_batch(client, SCRIPT[8:])
+    messages = client.app.state.sink_store.result_messages()  # type: ignore[attr-defined]
+    assert [(m["type"], m["anonymousId"], m["userId"], m.get("event")) for m in messages] == [
+        ("track", "v1", None, "Experiment Viewed"),
+        ("track", "v1", None, "Experiment Viewed"),
+        ("track", "v2", None, "Experiment Viewed"),
+        ("track", "v3", None, "Experiment Viewed"),
+        ("track", "v4", None, "Experiment Viewed"),
+        ("track", "v5", None, "Experiment Viewed"),
+        ("track", "v10", None, "Experiment Viewed"),
+        ("track", "v1", None, "Conversion Triggered"),
+        ("track", "v3", None, "Conversion Triggered"),
+        ("track", "v3", None, "Conversion Triggered"),
+        ("track", "v6", None, "Conversion Triggered"),
+        ("track", "v9", None, "Conversion Triggered"),
+        ("track", None, "u4", "Conversion Triggered"),
+        ("identify", "v4", "u4", None),
+        ("track", None, "u9", "Conversion Triggered"),
+    ]
+    assert messages[0]["properties"] == {"test_id": "hero", "variant_id": "control"}
+    assert "properties" not in messages[-2]
+
+
+def test_api_results_is_the_report_of_each_message_id_once(client: TestClient) -> None:
+    post_batch(client, SCRIPT[:8])
+    post_batch(client, SCRIPT[8:])
+    report = client.get("/api/results").json()
+    assert report == experiment_results(first_of_each_message_id(SCRIPT)).to_json()
+    # Without a configuration: tests by id, the variant called control first, conversions by id.
+    no_conversions = {"newsletter": 0, "purchase": 0, "signup": 0}
+    assert counts(report) == {
+        ("hero", "control"): (3, {**no_conversions, "signup": 1}),
+        ("hero", "treatment"): (3, {**no_conversions, "purchase": 1, "signup": 1}),
+        ("pricing", "b"): (1, {**no_conversions, "signup": 1}),
     }
 
 
-def test_results_empty_and_unexposed_variant_rate(client: TestClient) -> None:
-    assert client.get("/api/results").json() == {"tests": [], "conversion_ids": []}
-    post_batch(client, [converted("v", "signup", [("t", "only-listed")], "c")])
-    (test,) = client.get("/api/results").json()["tests"]
-    assert test["variants"] == [
-        {
-            "variant_id": "only-listed",
-            "exposed": 0,
-            "conversions": {"signup": {"visitors": 1, "rate": None}},
-        }
-    ]
+def test_api_results_empty(client: TestClient) -> None:
+    assert client.get("/api/results").json() == {"tests": []}
 
 
 # --------------------------------------------------------------------------- dashboard
+
+HERO = Test(
+    id="hero",
+    name="Home page headline",
+    variants=[Variant("calm", name="Calm headline"), Variant("bold", name="Bold promise")],
+)
+SIGNUP = Conversion(id="signup", type=ConversionType.PROGRAMMATIC, name="Signed up")
+PURCHASE = Conversion(id="purchase", type=ConversionType.PROGRAMMATIC, name="Bought a plan")
+
+
+@pytest.fixture
+def configured(tmp_path: Path) -> Iterator[TestClient]:
+    """A sink told the site's configuration: names, control, weights and order."""
+    app = create_sink_app(
+        str(tmp_path / "configured.sqlite3"), tests=[HERO], conversions=[SIGNUP, PURCHASE]
+    )
+    with TestClient(app, base_url=BASE_URL) as test_client:
+        yield test_client
+
+
+def split(test: str, visitors: dict[str, int], converting: int = 0) -> list[dict[str, Any]]:
+    """Exposures to *test*, *visitors[variant]* per variant; the first *converting* sign up."""
+    messages = []
+    for variant, count in visitors.items():
+        for n in range(count):
+            visitor = f"{test}-{variant}-{n}"
+            messages.append(viewed(visitor, test, variant, f"e-{visitor}"))
+            if n < converting:
+                messages.append(converted(visitor, "signup", [], f"c-{visitor}"))
+    return messages
 
 
 def test_dashboard_empty_state(client: TestClient) -> None:
     response = client.get("/")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
+    assert "<title>Experiment results (local) · optibase-edge</title>" in response.text
+    assert "<h1>Experiment results</h1>" in response.text
+    assert "local Segment-compatible sink" in response.text
     assert "No experiment data yet" in response.text
     assert "No calls yet" in response.text
+    assert 'Raw calls (<span id="calls-count">0</span>)' in response.text
     assert 'data-after="0"' in response.text
 
 
@@ -389,38 +459,140 @@ def test_dashboard_shows_results_and_escapes_data(client: TestClient) -> None:
     post_batch(client, SCRIPT)
     evil_test = "<script>alert(1)</script>"
     evil_variant = '"><img src=x onerror=alert(1)>'
-    post_batch(
-        client,
-        [
-            viewed("x1", evil_test, evil_variant, "evil-1"),
-            converted("x1", "</td><b>boom</b>", [(evil_test, evil_variant)], "evil-2"),
-        ],
-    )
+    evil_conversion = "</td><b>boom</b>"
+    hostile = [
+        viewed("x1", evil_test, evil_variant, "evil-1"),
+        converted("x1", evil_conversion, [(evil_test, evil_variant)], "evil-2"),
+    ]
+    post_batch(client, hostile)
     response = client.get("/")
     assert response.status_code == 200
     page = response.text
-    assert "<svg" in page
     assert "script-src 'nonce-" in response.headers["content-security-policy"]
-    # table numbers: hero/control 4 exposed, 1 signup = 25.0%; hero/treatment 2 of 3.
-    assert "25.0%" in page and "66.7%" in page and "33.3%" in page
-    assert '<td class="num">4</td>' in page and '<td class="num">3</td>' in page
-    assert "<code>hero</code>" in page and "<code>pricing</code>" in page
-    # hostile strings only ever appear escaped (my own <script nonce=...> is the only script)
+    assert "<svg" in page
+    # Every figure, as experiment_results() has it; the hostile ids read back as the text they are.
+    shown = read_results(page)
+    assert_shows(shown, experiment_results(first_of_each_message_id(SCRIPT + hostile)))
+    assert view(shown, evil_test).table(evil_conversion).rows[0].variant == evil_variant
+    # ... and appear only escaped (the page's own <script nonce=...> is its only script).
     assert evil_test not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "<img" not in page
     assert "<b>boom</b>" not in page
     assert page.count("<script") == 1
-    # the live feed is pre-rendered and polls from the newest id
+    # The raw feed is pre-rendered and polls from the newest id.
     newest = calls(client)[-1]["id"]
     assert f'data-after="{newest}"' in page
+    assert f'Raw calls (<span id="calls-count">{len(SCRIPT) + 2}</span>)' in page
     assert 'data-calls-url="/api/calls"' in page
+
+
+def test_hostile_names_from_the_configuration_are_escaped() -> None:
+    evil_name = "<script>alert(1)</script>"
+    test = Test(
+        id='hero"><svg onload=alert(1)>',
+        name=evil_name,
+        variants=[Variant("a", name='"><img src=x onerror=alert(1)>'), Variant("b")],
+    )
+    conversion = Conversion(id="signup", type=ConversionType.PROGRAMMATIC, name="</td><b>boom</b>")
+    app = create_sink_app(":memory:", tests=[test], conversions=[conversion])
+    messages = split(test.id, {"a": 3, "b": 2}, converting=1)
+    expected = experiment_results(messages, tests=[test], conversions=[conversion])
+    with TestClient(app, base_url=BASE_URL) as http:
+        post_batch(http, messages)
+        for path in ("/", "/results"):
+            page = http.get(path).text
+            shown = read_results(page)
+            assert_shows(shown, expected)  # names and ids read back as the text they are
+            assert shown[0].heading == f"{evil_name} {test.id}"
+            assert "<img" not in page and "<b>boom</b>" not in page and "<svg onload" not in page
+            assert page.count("<script") == (1 if path == "/" else 0)
+            assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_names_order_and_control_come_from_the_configuration(configured: TestClient) -> None:
+    # Without the configuration "bold" would come first (by id) and be taken for the control.
+    messages = split("hero", {"bold": 30, "calm": 30}, converting=3)
+    post_batch(configured, messages)
+    page = configured.get("/").text
+    (hero,) = read_results(page)
+    assert_shows([hero], experiment_results(messages, tests=[HERO], conversions=[SIGNUP, PURCHASE]))
+    assert hero.heading == "Home page headline hero"
+    assert [t.conversion for t in hero.tables] == ["signup", "purchase"]
+    assert [t.heading for t in hero.tables] == ["Signed up signup", "Bought a plan purchase"]
+    rows = hero.table("signup").rows
+    assert [(r.variant, r.control, r.label) for r in rows] == [
+        ("calm", True, "Calm headline calm Control"),
+        ("bold", False, "Bold promise bold"),
+    ]
+    assert rows[0].cells["verdict"].text == "baseline"
+    report = configured.get("/api/results").json()
+    assert [v["variant_id"] for v in report["tests"][0]["variants"]] == ["calm", "bold"]
+    assert report["tests"][0]["variants"][0]["control"] is True
+
+
+def test_a_configured_test_shows_before_any_event(configured: TestClient) -> None:
+    (hero,) = read_results(configured.get("/").text)
+    assert hero.heading == "Home page headline hero"
+    assert [r.cells["visitors"].value for r in hero.table("signup").rows] == ["0", "0"]
+
+
+@pytest.mark.parametrize(
+    ("visitors", "warned"),
+    [({"calm": 100, "bold": 10}, True), ({"calm": 50, "bold": 50}, False)],
+    ids=["lopsided", "even"],
+)
+def test_srm_banner_only_for_a_split_off_the_weights(
+    configured: TestClient, visitors: dict[str, int], warned: bool
+) -> None:
+    messages = split("hero", visitors)
+    assert experiment_results(messages, tests=[HERO]).tests[0].srm_warning is warned
+    post_batch(configured, messages)
+    page = configured.get("/").text
+    (hero,) = read_results(page)
+    assert hero.srm.data["warning"] == ("true" if warned else "false")
+    assert ('role="alert"' in page) is warned
+    assert ("Sample ratio mismatch" in hero.srm.text) is warned
+    assert ("does not match the configured weights" in hero.srm.text) is warned
+    assert ("Do not trust these figures" in hero.srm.text) is warned
+    assert hero.srm.text.startswith("traffic split as configured (SRM p") is not warned
+
+
+def test_results_fragment_is_what_the_page_shows(configured: TestClient) -> None:
+    messages = split("hero", {"calm": 40, "bold": 44}, converting=4)
+    post_batch(configured, messages)
+    page = configured.get("/")
+    fragment = configured.get("/results")
+    assert fragment.status_code == 200
+    assert fragment.headers["content-type"].startswith("text/html")
+    assert fragment.headers["cache-control"] == "no-store"
+    assert fragment.headers["content-security-policy"].startswith("default-src 'none';")
+    assert 'data-test="hero"' in fragment.text and "<script" not in fragment.text
+    # The page embeds exactly the fragment, where the script swaps fresh copies in.
+    assert f'<div id="results" data-results-url="/results">{fragment.text}</div>' in page.text
+    expected = experiment_results(messages, tests=[HERO], conversions=[SIGNUP, PURCHASE])
+    assert_shows(read_results(fragment.text), expected)
+    # Fetched again after new events, it has them.
+    post_batch(configured, [viewed("late", "hero", "bold", "late-1")])
+    (hero,) = read_results(configured.get("/results").text)
+    assert hero.table("signup").row("bold").cells["visitors"].value == "45"
+
+
+def test_a_test_without_conversions_still_shows_its_visitors(client: TestClient) -> None:
+    post_batch(client, split("hero", {"control": 3, "bold": 2}))
+    fragment = client.get("/results").text
+    (hero,) = read_results(fragment)
+    assert hero.tables == []
+    assert "No conversions yet" in fragment
+    assert '<span data-field="visitors" data-value="3">3</span>' in fragment
+    assert '<span data-field="visitors" data-value="2">2</span>' in fragment
 
 
 def test_dashboard_survives_lone_surrogates_and_control_chars(client: TestClient) -> None:
     body = json.dumps({"batch": [viewed("s1", "t\ud800\x00", "v\udfff", "s-1")]}).encode()
     assert client.post("/v1/batch", content=body, headers=JSON).status_code == 200
     assert client.get("/").status_code == 200
+    assert client.get("/results").status_code == 200
     (test,) = client.get("/api/results").json()["tests"]
     assert test["test_id"] == "t\ud800\x00"
 
@@ -454,7 +626,7 @@ def test_a_rebound_host_name_is_refused_without_data(tmp_path: Path) -> None:
             f"localhost:{port}@evil.example",
             "",
         ):
-            for path in ("/", "/api/calls", "/api/results"):
+            for path in ("/", "/results", "/api/calls", "/api/results"):
                 response = http.get(path, headers={"Host": host})
                 assert response.status_code == 400, (host, path)
                 assert response.json()["error"].startswith("Host not allowed")
@@ -606,5 +778,85 @@ def test_real_uvicorn_server_accepts_gzip_batch(tmp_path: Path) -> None:
         assert [c["message_id"] for c in stored] == ["live-m1", "live-m2"]
         results = http.get("/api/results").json()
         (variant,) = results["tests"][0]["variants"]
-        assert variant["conversions"]["signup"] == {"visitors": 1, "rate": 1.0}
+        assert variant["conversions"]["signup"]["visitors"] == 1
+        assert variant["conversions"]["signup"]["rate"] == 1.0
         assert "<svg" in http.get("/").text
+
+
+# ------------------------------------------------------------------------- python -m demo_site.sink
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = """
+[[tests]]
+id = "hero"
+name = "Home page headline"
+[[tests.variants]]
+id = "calm"
+name = "Calm headline"
+[[tests.variants]]
+id = "bold"
+
+[[conversions]]
+id = "signup"
+type = "PROGRAMMATIC"
+name = "Signed up"
+"""
+
+
+def sink_command(tmp_path: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "demo_site.sink", "--db", str(tmp_path / "cli.sqlite3"), *args]
+
+
+def test_python_m_sink_reads_the_configuration(tmp_path: Path) -> None:
+    config = tmp_path / "optibase.toml"
+    config.write_text(CONFIG, encoding="utf-8")
+    port = free_port()
+    process = subprocess.Popen(
+        sink_command(tmp_path, "--config", str(config), "--port", str(port)),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for_port(port, process)
+        base = f"http://127.0.0.1:{port}"
+        exposures = split("hero", {"bold": 2, "calm": 2})
+        assert httpx2.post(f"{base}/v1/batch", json={"batch": exposures}).status_code == 200
+        (hero,) = read_results(httpx2.get(f"{base}/", timeout=5).text)
+    finally:
+        process.terminate()
+        process.communicate(timeout=10)
+    assert hero.heading == "Home page headline hero"
+    assert [t.heading for t in hero.tables] == ["Signed up signup"]
+    assert [r.label for r in hero.table("signup").rows] == ["Calm headline calm Control", "bold"]
+
+
+@pytest.mark.parametrize(
+    ("content", "complaint"),
+    [
+        (None, "cannot read"),
+        ("[[tests]\n", "is not valid TOML"),
+        (CONFIG.replace('name = "Signed up"', 'nmae = "Signed up"'), "unknown field 'nmae'"),
+        (CONFIG.replace('[[tests.variants]]\nid = "bold"\n', ""), "at least two variants"),
+    ],
+    ids=["missing", "not-toml", "typo", "invalid-test"],
+)
+def test_python_m_sink_refuses_a_bad_configuration_by_name(
+    tmp_path: Path, content: str | None, complaint: str
+) -> None:
+    config = tmp_path / "optibase.toml"
+    if content is not None:
+        config.write_text(content, encoding="utf-8")
+    done = subprocess.run(
+        sink_command(tmp_path, "--config", str(config), "--port", str(free_port())),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"demo_site.sink: --config {config}: "), done.stderr
+    assert complaint in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "cli.sqlite3").exists()  # refused before anything started

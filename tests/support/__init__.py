@@ -11,4 +11,6 @@
 * :mod:`.redis_server` and :mod:`.browser`: the ``redis_url`` and ``browser``/``page``
   fixtures, registered for every module by ``tests/conftest.py``.
 * :mod:`.ci`: skip for a missing service, except under CI, where that fails.
+* :mod:`.dashboard`: the sink dashboard's results read off its HTML or a live page, and checked
+  against ``experiment_results()``; :mod:`.artefacts`: where screenshots go.
 """

@@ -223,10 +223,8 @@ def test_the_table_names_things_and_puts_the_control_first(
     assert rows[2].startswith("Social proof (social) 390 41 10.51% +5.1%")
     assert rows[2].endswith("more visitors per variant")
     purchase = out[out.index("\n  purchase\n") :]
-    assert (
-        " ".join(purchase.splitlines()[3].split())
-        == "Calm (control) [control] 400 0 0.00% — — — 0.0%"
-    )
+    control = " ".join(purchase.splitlines()[3].split())
+    assert control.startswith("Calm (control) [control] 400 0 0.00% — — — ")
 
 
 def test_a_lopsided_split_is_flagged(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

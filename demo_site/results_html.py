@@ -114,15 +114,10 @@ def _visitors_only_html(test: TestResult) -> str:
 
 
 def _conversion_html(test: TestResult, conversion_id: str, name: str | None) -> str:
-    control = next(v for v in test.variants if v.control).conversions[conversion_id]
     rows = [(v, v.conversions[conversion_id]) for v in test.variants]
-    differences = [_difference(v, r, control) for v, r in rows]
-    extent = _axis_extent(rows, differences)
+    extent = _axis_extent([r for _, r in rows])
     best = _likely_best(rows)
-    body = "".join(
-        _variant_row(v, r, d, extent, likely_best=v is best)
-        for (v, r), d in zip(rows, differences, strict=True)
-    )
+    body = "".join(_variant_row(v, r, extent, likely_best=v is best) for v, r in rows)
     return (
         f'<section class="conversion" data-conversion="{_e(conversion_id)}">'
         f"<h3>{_label(conversion_id, name)}</h3>"
@@ -137,22 +132,9 @@ def _conversion_html(test: TestResult, conversion_id: str, name: str | None) -> 
     )
 
 
-def _difference(
-    variant: VariantResult, result: ConversionResult, control: ConversionResult
-) -> float | None:
-    """The variant's rate minus the control's, in absolute terms (None for the control)."""
-    if variant.control or result.rate is None or control.rate is None:
-        return None
-    return result.rate - control.rate
-
-
-def _axis_extent(
-    rows: Sequence[tuple[VariantResult, ConversionResult]], differences: Sequence[float | None]
-) -> float:
+def _axis_extent(results: Sequence[ConversionResult]) -> float:
     """Half the width of the table's shared axis: a round number covering every interval."""
-    reach = [abs(d) for d in differences if d is not None]
-    for _, result in rows:
-        reach += [abs(x) for x in (result.ci_low, result.ci_high) if x is not None]
+    reach = [abs(x) for r in results for x in (r.difference, r.ci_low, r.ci_high) if x is not None]
     return _round_up(max([*reach, _MIN_EXTENT]))
 
 
@@ -170,12 +152,11 @@ def _likely_best(rows: Sequence[tuple[VariantResult, ConversionResult]]) -> Vari
 def _variant_row(
     variant: VariantResult,
     result: ConversionResult,
-    difference: float | None,
     extent: float,
     *,
     likely_best: bool,
 ) -> str:
-    verdict, verdict_text = _verdict(variant, result, difference)
+    verdict, verdict_text = _verdict(variant, result)
     tags = ' <span class="tag">Control</span>' if variant.control else ""
     if likely_best:
         tags += ' <span class="tag best" data-field="likely-best">likely best</span>'
@@ -185,7 +166,7 @@ def _variant_row(
         _number_cell("converted", result.converted, f"{result.converted:,}"),
         _number_cell("rate", result.rate, _percent(result.rate)),
         _number_cell("uplift", result.uplift, _signed_percent(result.uplift)),
-        _interval_cell(result, difference, extent, verdict),
+        _interval_cell(result, extent, verdict),
         _number_cell("p_value", result.p_value, _p_value(result.p_value)),
         f'<td class="p2bb" data-field="p2bb" data-value="{_exact(result.p2bb)}">'
         f'<span class="figure">{result.p2bb:.1%}</span>{_probability_svg(result.p2bb)}</td>',
@@ -199,14 +180,12 @@ def _variant_row(
     )
 
 
-def _verdict(
-    variant: VariantResult, result: ConversionResult, difference: float | None
-) -> tuple[str, str]:
+def _verdict(variant: VariantResult, result: ConversionResult) -> tuple[str, str]:
     """(kind, text) of what the row says: also the CSS class colouring it."""
     if variant.control:
         return "baseline", "baseline"
-    if result.clear and difference is not None:
-        kind = "better" if difference > 0 else "worse"
+    if result.clear and result.difference is not None:
+        kind = "better" if result.difference > 0 else "worse"
         return kind, f"{kind} than control at 5\u00a0%"
     if result.more_visitors is None:
         return "not-detectable", "not detectable yet"
@@ -220,10 +199,8 @@ def _number_cell(field: str, value: float | None, text: str) -> str:
     return f'<td class="num" data-field="{field}" data-value="{_exact(value)}">{_e(text)}</td>'
 
 
-def _interval_cell(
-    result: ConversionResult, difference: float | None, extent: float, verdict: str
-) -> str:
-    low, high = result.ci_low, result.ci_high
+def _interval_cell(result: ConversionResult, extent: float, verdict: str) -> str:
+    low, high, difference = result.ci_low, result.ci_high, result.difference
     attributes = (
         f'data-field="ci" data-value="{_exact(difference)}"'
         f' data-low="{_exact(low)}" data-high="{_exact(high)}"'

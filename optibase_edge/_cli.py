@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import Any
 
-from ._config import ConfigError
+from ._config import ConfigError, Conversion, Test
 from ._optibase import Optibase
-from ._report import BadLines, json_report, open_events, report, table_report
+from ._report import BadLines, json_report, open_events, read_messages, table_report
+from ._results import experiment_results
 from ._settings import Budget, Settings
 from ._toml import read_toml
 
@@ -50,18 +50,20 @@ def _check(path: str) -> int:
 
 
 def _report(events: str, config: str | None, *, as_json: bool) -> int:
-    configuration: dict[str, Any] = {}
+    tests: list[Test] = []
+    conversions: list[Conversion] = []
     if config is not None:
         try:
             settings = read_toml(config)
         except ConfigError as exc:
             print(f"{config}: {exc}", file=sys.stderr)
             return 2
-        configuration = {key: settings[key] for key in ("tests", "conversions")}
+        tests, conversions = settings["tests"], settings["conversions"]
     bad = BadLines()
     try:
         with open_events(events) as source:
-            results = report(source, bad, **configuration)
+            messages = read_messages(source, bad)
+            results = experiment_results(messages, tests=tests, conversions=conversions)
     except OSError as exc:
         print(f"{events}: cannot read it: {exc.strerror}", file=sys.stderr)
         return 2

@@ -15,7 +15,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import IO, Any, Final
 
-from ._results import ConversionResult, Results, TestResult, experiment_results
+from ._results import ConversionResult, Results, TestResult
 
 _NAMED_BAD_LINES: Final = 5
 
@@ -58,11 +58,6 @@ def read_messages(lines: IO[bytes], bad: BadLines) -> Iterator[Mapping[str, Any]
                 bad.add(number)
         else:
             yield document
-
-
-def report(source: IO[bytes], bad: BadLines, **configuration: Any) -> Results:
-    """Results from the messages in *source* (keyword arguments as :func:`experiment_results`)."""
-    return experiment_results(read_messages(source, bad), **configuration)
 
 
 def json_report(results: Results) -> str:
@@ -123,10 +118,8 @@ def _test_table(test: TestResult) -> str:
 
 
 def _verdict(result: ConversionResult) -> str:
-    if result.clear and result.ci_low is not None and result.ci_high is not None:
-        return (
-            f"{'better' if result.ci_low + result.ci_high > 0 else 'worse'} than the control at 5 %"
-        )
+    if result.clear and result.difference is not None:
+        return f"{'better' if result.difference > 0 else 'worse'} than the control at 5 %"
     if result.more_visitors is None:
         return "not detectable yet"
     return f"needs about {result.more_visitors:,} more visitors per variant"

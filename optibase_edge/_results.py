@@ -53,6 +53,8 @@ class ConversionResult:
     """Visitors of the variant who converted at least once."""
     rate: float | None
     uplift: float | None
+    difference: float | None
+    """``rate - control_rate``, absolute."""
     ci_low: float | None
     ci_high: float | None
     """The 95 % interval of ``rate - control_rate`` (absolute)."""
@@ -285,13 +287,17 @@ def _compare(
 ) -> ConversionResult:
     converted, n = counts[index], visitors[index]
     if index == 0:
-        return ConversionResult(converted, rate(converted, n), None, None, None, None, p2bb, None)
+        return ConversionResult(
+            converted, rate(converted, n), None, None, None, None, None, p2bb, None
+        )
     control = (counts[0], visitors[0])
+    mine, theirs = rate(converted, n), rate(*control)
     interval = difference_interval(converted, n, *control)
     return ConversionResult(
         converted,
-        rate(converted, n),
+        mine,
         relative_uplift(converted, n, *control),
+        None if mine is None or theirs is None else mine - theirs,
         interval[0] if interval else None,
         interval[1] if interval else None,
         two_proportion_p_value(converted, n, *control),

@@ -21,7 +21,6 @@ to ``segment_endpoint`` (the local sink in :mod:`demo_site.sink` when run with
 
 from __future__ import annotations
 
-import html
 from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import parse_qs, quote
@@ -34,6 +33,7 @@ from starlette.routing import Route
 
 from demo_site.csp import CspNonceMiddleware
 from demo_site.experiment import HEADLINES, SUBLINES, TEST_ID, VARIANT_NAMES, build_optibase
+from demo_site.html_templates import escape as _E
 from demo_site.html_templates import render
 from optibase_edge import OptibaseMiddleware, get_visitor
 
@@ -45,7 +45,6 @@ PLANS: Final[Mapping[str, tuple[str, int, str]]] = {
 """Plan id: (name, dollars per month, blurb)."""
 MAX_FORM_BYTES: Final = 4096
 
-_E = html.escape
 
 # A paper plane, inline (img-src allows data: URLs; no request, no 404 in the console).
 _ICON: Final = "data:image/svg+xml," + quote(
@@ -175,5 +174,4 @@ def create_demo_app(
         ],
     )
     app.state.optibase = ob
-    app.state.dashboard_url = dashboard
     return app

@@ -27,14 +27,13 @@ from starlette.routing import Route
 
 from demo_site.html_templates import escape as _e
 from demo_site.html_templates import render
-from demo_site.json_responses import JSONValue
+from demo_site.json_responses import NO_STORE_HEADERS, JSONValue
 from demo_site.results_html import results_html
 from demo_site.sink_results import StoredResults
 
 FEED_ROWS: Final = 50
-"""Calls pre-rendered in the live feed (dashboard.js keeps as many)."""
+"""Calls pre-rendered in the live feed (dashboard.js keeps as many: data-max-rows)."""
 
-_HEADERS: Final = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 # The fragment holds no script or style: nothing at all may load if it is opened on its own.
 _FRAGMENT_CSP: Final = (
     "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
@@ -49,11 +48,8 @@ def _page_csp(nonce: str) -> str:
     )
 
 
-def _short_json(value: JSONValue, limit: int = 120) -> str:
-    if value is None:
-        return ""
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _compact_json(value: JSONValue) -> str:
+    return "" if value is None else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _feed_row(call: Mapping[str, Any]) -> str:
@@ -68,7 +64,7 @@ def _feed_row(call: Mapping[str, Any]) -> str:
         f"<td><code>{_e(call.get('anonymous_id') or '', 40)}</code></td>"
         f"<td><code>{_e(call.get('user_id') or '', 40)}</code></td>"
         f"<td><code>{_e(call.get('message_id') or '', 40)}</code></td>"
-        f'<td class="props"><code>{_e(_short_json(detail))}</code></td></tr>'
+        f'<td class="props"><code>{_e(_compact_json(detail), 120)}</code></td></tr>'
     )
 
 
@@ -95,6 +91,7 @@ def _dashboard_html(results: StoredResults, *, nonce: str, urls: Mapping[str, st
         results=_results_fragment(results),
         rows=rows,
         after=after,
+        max_rows=FEED_ROWS,
         calls_url=_e(urls["calls"]),
         feed_rows=feed_rows,
     )
@@ -116,12 +113,14 @@ def dashboard_routes(results: StoredResults) -> list[Route]:
             "script": request.url_for("static", path="dashboard.js").path,
         }
         page = await run_in_threadpool(_dashboard_html, results, nonce=nonce, urls=urls)
-        return HTMLResponse(page, headers={**_HEADERS, "Content-Security-Policy": _page_csp(nonce)})
+        return HTMLResponse(
+            page, headers={**NO_STORE_HEADERS, "Content-Security-Policy": _page_csp(nonce)}
+        )
 
     async def results_fragment(request: Request) -> Response:
         fragment = await run_in_threadpool(_results_fragment, results)
         return HTMLResponse(
-            fragment, headers={**_HEADERS, "Content-Security-Policy": _FRAGMENT_CSP}
+            fragment, headers={**NO_STORE_HEADERS, "Content-Security-Policy": _FRAGMENT_CSP}
         )
 
     return [

@@ -14,7 +14,8 @@ from starlette.responses import Response
 JSONValue = Any
 """A value decoded by :mod:`json` (dict, list, str, int, float, bool or None)."""
 
-_JSON_HEADERS: Final = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+NO_STORE_HEADERS: Final = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+"""On every answer of the sink's own: what it shows changes with each call it stores."""
 
 
 class RequestError(Exception):
@@ -44,7 +45,7 @@ def json_response(data: JSONValue, status: int = 200, **headers: str) -> Respons
         compact_json(data),
         status_code=status,
         media_type="application/json",
-        headers={**_JSON_HEADERS, **headers},
+        headers={**NO_STORE_HEADERS, **headers},
     )
 
 

@@ -110,7 +110,6 @@ def _to_row(
     properties = _object_or_none(effective, "properties", where)
     traits = _object_or_none(effective, "traits", where)
     context = _object_or_none(effective, "context", where)
-    _object_or_none(effective, "integrations", where)
 
     message_id = effective.get("messageId")
     if message_id is None:

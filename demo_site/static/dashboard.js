@@ -11,7 +11,7 @@
   const results = document.getElementById("results");
   const url = body.dataset.callsUrl;
   const resultsUrl = results.dataset.resultsUrl;
-  const maxRows = 50;  // as many as the server pre-renders (FEED_ROWS in dashboard.py)
+  const maxRows = Number(body.dataset.maxRows);  // as many as the server pre-renders
   const page = 200;
   let after = Number(body.dataset.after) || 0;
   let received = Number(count.textContent) || 0;

@@ -174,8 +174,14 @@ class Visitor:
         return self._changed and not self._quiet()
 
     def _unchanged_token(self) -> str | None:
-        """The request's cookie, when it already says all there is about this visitor."""
-        if self._id is None or self._changed or self._audience not in (None, "visitor"):
+        """The request's cookie, when it already says all there is about this visitor.
+
+        Never during a preview: the forced variants are not in the cookie, and the
+        audience may not be screened yet (a forced variant is answered first).
+        """
+        if self._id is None or self._changed or self._forced:
+            return None
+        if self._audience not in (None, "visitor"):
             return None
         return self._token
 

@@ -5,8 +5,10 @@ reach a capture server, so what is asserted is what Segment would receive.
 
 from __future__ import annotations
 
+import html
 import json
 import logging
+import re
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -267,6 +269,32 @@ def test_a_preview_leaves_the_visitors_cookie_and_assignment_alone(
         assert visitor.cookies["optibase_vid"] == cookie
         assert "optibase_vid_preview" not in visitor.cookies
     assert len(flushed(capture, url)) == before
+
+
+def tagged_variants(response: httpx2.Response) -> list[dict[str, str]]:
+    """What the injected tag tells the page's script: its ``data-optibase-variants``."""
+    found = re.search(r'data-optibase-variants="([^"]*)"', response.text)
+    assert found is not None, response.text
+    variants: list[dict[str, str]] = json.loads(html.unescape(found.group(1)))
+    return variants
+
+
+def test_the_tag_of_a_returning_visitor_follows_a_preview_and_its_end(
+    site: tuple[SegmentCapture, str],
+) -> None:
+    # The tag of a returning visitor is cached per cookie: a preview, which keeps the
+    # cookie, must neither be served the cached tag nor leave its own in that cache.
+    _, url = site
+    with client(url) as visitor:
+        own = shown(visitor.get("/"))
+        other = "control" if own == "bold" else "bold"
+        assert tagged_variants(visitor.get("/")) == [{"test_id": "hero", "variant_id": own}]
+        preview = visitor.get(f"/?optibase_preview=hero:{other}")
+        assert tagged_variants(preview) == [{"test_id": "hero", "variant_id": other}]
+        assert tagged_variants(visitor.get("/about")) == [{"test_id": "hero", "variant_id": other}]
+        ended = visitor.get("/?optibase_preview=off")
+        assert tagged_variants(ended) == [{"test_id": "hero", "variant_id": own}]
+        assert tagged_variants(visitor.get("/about")) == [{"test_id": "hero", "variant_id": own}]
 
 
 @pytest.mark.parametrize("value", ["ghost:x", "hero:nope", "hero", ":", ",,", "x" * 5000])

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from ._config import ConversionType
+from ._proxies import socket_client
 
 
 class RequestContext(NamedTuple):
@@ -89,6 +90,7 @@ def request_context(
     """
     # One dict built in C beats comparing every header in Python (ASGI names are lower case).
     get = (dict(scope.get("headers", ())) if headers is None else headers).get
+    ip, scheme = socket_client(scope) if client is None else client
     ua, lang = _text(get(b"user-agent")), _text(get(b"accept-language"))
     referrer, host = _text(get(b"referer")), _text(get(b"host"))
     if host is None and scope.get("server"):
@@ -101,13 +103,7 @@ def request_context(
         if root_path and not path.startswith(root_path):
             path = root_path + path
         query = scope.get("query_string", b"").decode("latin-1")
-        scheme = client[1] if client else scope.get("scheme", "http")
         url = f"{scheme}://{host}{path}" + (f"?{query}" if query else "")
-    if client is None:
-        peer = scope.get("client")
-        ip = peer[0] if peer else None
-    else:
-        ip = client[0]
     return RequestContext(
         ip=ip,
         user_agent=ua,

@@ -181,7 +181,7 @@ class Endpoints:
             raise _Refused(403, f"conversion {conversion_id!r} is not fired from the browser")
 
         token = read_cookie(scope["headers"], optibase._cookie_name)
-        visitor = self._visitor(scope, token, may_mint=False)
+        visitor = self._visitor(scope, token, may_mint=False, headers=headers)
         if visitor._quiet():
             if visitor._screen() == "stranger":
                 raise _Refused(403, "no valid visitor cookie")
@@ -199,10 +199,17 @@ class Endpoints:
         visitor._fire(conversion, origin_url=url, context=context, beacon=True)
         await _no_content(send)
 
-    def _visitor(self, scope: Scope, token: str | None, *, may_mint: bool = True) -> Visitor:
+    def _visitor(
+        self,
+        scope: Scope,
+        token: str | None,
+        *,
+        may_mint: bool = True,
+        headers: dict[bytes, bytes] | None = None,
+    ) -> Visitor:
         previews = self._optibase._previews
         forced = previews.from_cookie(scope) if previews is not None else {}
-        return Visitor(self._optibase, scope, token, forced, may_mint=may_mint)
+        return Visitor(self._optibase, scope, token, forced, may_mint=may_mint, headers=headers)
 
     def _warn_if_proxied(self, scope: Scope, headers: Mapping[bytes, bytes], ip: str) -> None:
         """Say so when the address out of budget is a proxy's that forwards for others.

@@ -166,7 +166,9 @@ class OptibaseMiddleware:
             settings.cookie_name,
             token,
             max_age=settings.cookie_max_age,
-            secure=is_secure(settings.cookie_secure, self.optibase._scheme(scope)),
+            secure=is_secure(
+                settings.cookie_secure, self.optibase._client(scope, visitor._header_map())[1]
+            ),
         )
         return {**message, "headers": [*message.get("headers", ()), header]}
 
@@ -292,8 +294,7 @@ class _Responder:
                 self._injector = self._middleware._injector_for(
                     message, visitor, self._scope, root_path
                 )
-            if visitor._cookie_changed():
-                message = self._middleware._set_cookie(message, visitor, self._scope)
+            message = self._middleware._set_cookie(message, visitor, self._scope)
             if self._preview_cookie is not None:
                 headers = [*message.get("headers", ()), self._preview_cookie]
                 message = {**message, "headers": headers}

@@ -67,6 +67,7 @@ class Visitor:
         forced: Mapping[str, str] = _NONE_FORCED,
         *,
         may_mint: bool = True,
+        headers: dict[bytes, bytes] | None = None,
     ) -> None:
         self._optibase = optibase
         self._may_mint = may_mint  # False: without a valid cookie, a stranger (no ID is made)
@@ -81,7 +82,7 @@ class Visitor:
         self._owned = False  # until the first change, assignments are the cached record's
         self._changed = False
         self._context: RequestContext | None = None
-        self._headers: dict[bytes, bytes] | None = None
+        self._headers = headers  # the scope's, as a map, when the caller built it already
         self._user_id: str | None = None
         self._audience: Audience | None = None
         self._is_new = False
@@ -168,10 +169,6 @@ class Visitor:
                 scope = {**scope, "path": path, "root_path": root_path}
             self._context = self._optibase._context(scope, self._header_map())
         return self._context
-
-    def _cookie_changed(self) -> bool:
-        """The cookie must be (re)written on this response."""
-        return self._changed and not self._quiet()
 
     def _unchanged_token(self) -> str | None:
         """The request's cookie, when it already says all there is about this visitor.

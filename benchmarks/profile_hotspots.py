@@ -169,7 +169,7 @@ async def components() -> None:
                     script_tag_opening(src, visitor.id, variants), None
                 ),
                 "middleware._injector_for() (tag cached per cookie)": lambda: mw._injector_for(
-                    start, visitor, {}, ""
+                    start, visitor, {}
                 ),
                 "HtmlInjector(...).feed(2 KB page, last chunk)": lambda: HtmlInjector(
                     tag, mw._script_marker, True

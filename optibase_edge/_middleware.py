@@ -116,9 +116,7 @@ class OptibaseMiddleware:
             scope.pop(SCOPE_KEY, None)
             app_scope.pop(SCOPE_KEY, None)
 
-    def _injector_for(
-        self, start: Message, visitor: Visitor, scope: Scope, root_path: str
-    ) -> HtmlInjector | None:
+    def _injector_for(self, start: Message, visitor: Visitor, scope: Scope) -> HtmlInjector | None:
         html = length_declared = False
         for key, value in start.get("headers", ()):
             key = key.lower()
@@ -134,10 +132,14 @@ class OptibaseMiddleware:
         nonce = self.optibase.settings.csp_nonce
         if callable(nonce):
             nonce = nonce(scope)
-        tag = finish_script_tag(self._tag_opening(visitor, root_path), nonce)
+        tag = finish_script_tag(self._tag_opening(visitor), nonce)
         return HtmlInjector(tag, self._script_marker, length_declared)
 
-    def _tag_opening(self, visitor: Visitor, root_path: str) -> str:
+    def _tag_opening(self, visitor: Visitor) -> str:
+        # root_path as the request came in (the visitor keeps it): a router in the app
+        # may change it in this same scope, as Starlette's Mount does, while the script
+        # is served under the one the middleware saw.
+        root_path = visitor._path[1]
         token = visitor._unchanged_token()
         if token is None:
             return self._build_opening(visitor, root_path)
@@ -287,13 +289,7 @@ class _Responder:
                 for conversion in self._page_views:
                     visitor._fire(conversion)
             if self._inject and message["status"] == 200:
-                # root_path as the request came in (the visitor keeps it): a router in
-                # the app may change it in this same scope, as Starlette's Mount does,
-                # while the script is served under the one the middleware saw.
-                root_path = visitor._path[1]
-                self._injector = self._middleware._injector_for(
-                    message, visitor, self._scope, root_path
-                )
+                self._injector = self._middleware._injector_for(message, visitor, self._scope)
             message = self._middleware._set_cookie(message, visitor, self._scope)
             if self._preview_cookie is not None:
                 headers = [*message.get("headers", ()), self._preview_cookie]

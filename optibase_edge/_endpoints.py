@@ -35,6 +35,7 @@ from ._client_script import ClientScript
 from ._config import ConversionType
 from ._cookie import read_cookie
 from ._optibase import Optibase
+from ._preview import NOTHING_FORCED
 from ._visitor import Visitor
 
 MAX_BODY_BYTES = 8 * 1024
@@ -208,7 +209,7 @@ class Endpoints:
         headers: dict[bytes, bytes] | None = None,
     ) -> Visitor:
         previews = self._optibase._previews
-        forced = previews.from_cookie(scope) if previews is not None else {}
+        forced = previews.from_cookie(scope) if previews is not None else NOTHING_FORCED
         return Visitor(self._optibase, scope, token, forced, may_mint=may_mint, headers=headers)
 
     def _warn_if_proxied(self, scope: Scope, headers: Mapping[bytes, bytes], ip: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping
 from urllib.parse import quote
 
 from starlette.requests import Request
@@ -18,6 +17,7 @@ from ._cookie import is_secure, read_cookie, set_cookie_header
 from ._endpoints import Endpoints
 from ._injection import HtmlInjector, finish_script_tag, script_tag_opening
 from ._optibase import Optibase
+from ._preview import NOTHING_FORCED
 from ._visitor import Visitor
 
 logger = logging.getLogger("optibase_edge")
@@ -25,7 +25,6 @@ logger = logging.getLogger("optibase_edge")
 SCOPE_KEY = "optibase.visitor"
 _INJECTING = "optibase.injecting"  # set in the scope by the first middleware that injects
 _TAG_CACHE_SIZE = 16_384
-_NO_PREVIEW: Mapping[str, str] = {}
 
 
 class OptibaseMiddleware:
@@ -81,7 +80,7 @@ class OptibaseMiddleware:
             await self._endpoints(scope, receive, send, route)
             return
         token = read_cookie(scope["headers"], optibase._cookie_name)
-        forced, preview_cookie = _NO_PREVIEW, None
+        forced, preview_cookie = NOTHING_FORCED, None
         if self._previews is not None:
             try:
                 forced, preview_cookie = self._previews.read(scope)

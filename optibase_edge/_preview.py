@@ -11,6 +11,7 @@ assignments are never touched: a previewing visitor is quiet, like a prefetch.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote
 
@@ -20,7 +21,8 @@ from ._settings import Settings
 
 # A QA link names a few tests; anything longer is not one.
 _MAX_VALUE_LENGTH = 1024
-_NONE: Mapping[str, str] = {}
+NOTHING_FORCED: Mapping[str, str] = MappingProxyType({})
+"""No preview: the forced variants of every request outside one (shared, so read-only)."""
 
 Header = tuple[bytes, bytes]
 SchemeOf = Callable[[Mapping[str, Any]], str]  # the request's scheme, as the visitor used it
@@ -48,7 +50,7 @@ class Previews:
             value = self._param_value(query)
             if value is not None:
                 if value.strip().lower() == "off":
-                    return _NONE, self._cookie_header(scope, "", max_age=0)
+                    return NOTHING_FORCED, self._cookie_header(scope, "", max_age=0)
                 forced = self.parse(value)
                 if forced:
                     # A session cookie: the preview ends with the browser session.
@@ -63,13 +65,13 @@ class Previews:
         for key, value in headers:
             if key == b"cookie" and marker in value:
                 raw = read_cookie(headers, marker)
-                return self.parse(unquote(raw)) if raw else _NONE
-        return _NONE
+                return self.parse(unquote(raw)) if raw else NOTHING_FORCED
+        return NOTHING_FORCED
 
     def parse(self, value: str) -> Mapping[str, str]:
         """``test:variant[,test:variant]`` as {test_id: variant_id}, unknown pairs ignored."""
         if len(value) > _MAX_VALUE_LENGTH:
-            return _NONE
+            return NOTHING_FORCED
         forced: dict[str, str] = {}
         for pair in value.split(","):
             test_id, _, variant_id = pair.partition(":")

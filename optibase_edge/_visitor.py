@@ -10,12 +10,12 @@ from ._assignment import Plan, choose
 from ._config import Conversion
 from ._cookie import VisitorRecord, cookie_values, new_visitor_id
 from ._events import ExperimentViewed, Identify, RequestContext
+from ._preview import NOTHING_FORCED
 from ._screening import Audience, audience
 
 if TYPE_CHECKING:
     from ._optibase import Optibase
 
-_NONE_FORCED: Mapping[str, str] = {}
 _OUTSIDE_TESTS = frozenset({"bot", "outside"})
 
 
@@ -64,7 +64,7 @@ class Visitor:
         optibase: Optibase,
         scope: Mapping[str, Any],
         token: str | None,
-        forced: Mapping[str, str] = _NONE_FORCED,
+        forced: Mapping[str, str] = NOTHING_FORCED,
         *,
         may_mint: bool = True,
         headers: dict[bytes, bytes] | None = None,

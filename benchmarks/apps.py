@@ -60,8 +60,8 @@ PAGE_TESTS = [
     ("social_proof", ["none", "logos"], None),
 ]
 OTHER_TESTS = [
-    ("pricing_table", ["monthly", "annual"], None),
-    ("checkout_steps", ["three", "one"], None),
+    ("pricing_table", ["monthly", "annual"], "/pricing"),
+    ("checkout_steps", ["three", "one"], "/checkout/*"),
 ]
 
 
@@ -73,20 +73,8 @@ def bench_tests() -> list[Test]:
             for v, w in zip(variants, weights or [1] * len(variants), strict=True)
         ]
         tests.append(Test(id=name, variants=vs, pages=["/", "/landing/*"]))
-    tests.append(
-        Test(
-            id="pricing_table",
-            variants=[Variant("monthly"), Variant("annual")],
-            pages=["/pricing"],
-        )
-    )
-    tests.append(
-        Test(
-            id="checkout_steps",
-            variants=[Variant("three"), Variant("one")],
-            pages=["/checkout/*"],
-        )
-    )
+    for name, variants, page in OTHER_TESTS:
+        tests.append(Test(id=name, variants=[Variant(v) for v in variants], pages=[page]))
     return tests
 
 
@@ -253,12 +241,12 @@ class GrowthBookMiddleware:
 
 def growthbook_experiments() -> list[Experiment[str]]:
     return [
-        Experiment(key=name, variations=list(variants), weights=_normalise(weights, len(variants)))
+        Experiment(key=name, variations=list(variants), weights=_normalise(weights))
         for name, variants, weights in PAGE_TESTS
     ]
 
 
-def _normalise(weights: list[int] | None, n: int) -> list[float] | None:
+def _normalise(weights: list[int] | None) -> list[float] | None:
     if weights is None:
         return None
     total = sum(weights)

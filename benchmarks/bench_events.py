@@ -44,10 +44,10 @@ from optibase_edge._events import ConversionTriggered, request_context
 from .apps import WRITE_KEY, bench_optibase
 from .bench_middleware import OTHER_COOKIES, make_scope, with_cookie
 from .config import Config
-from .loopback import LOOPBACK, free_port, http_json
+from .loopback import LOOPBACK, http_json
 from .report import Row, SectionResult, fmt_us
 from .rounds import interleave_async, median, paired_ratio
-from .servers import Server, servers
+from .servers import servers, sink_server
 
 
 def segment_context(scope: dict[str, Any]) -> dict[str, Any]:
@@ -71,17 +71,6 @@ def segment_context(scope: dict[str, Any]) -> dict[str, Any]:
     if lang:
         context["locale"] = lang.split(",", 1)[0].split(";", 1)[0].strip()
     return context
-
-
-def sink_server() -> Server:
-    import sys
-
-    port = free_port()
-    return Server(
-        "sink",
-        [sys.executable, "-m", "benchmarks.sink", "--port", str(port), "--mode", "count"],
-        port,
-    )
 
 
 async def run(cfg: Config) -> SectionResult:
@@ -198,7 +187,7 @@ async def _emit_cost(cfg: Config, result: SectionResult, tmp: Path) -> None:
 
 async def _end_to_end(cfg: Config, result: SectionResult) -> None:
     n = cfg.ev_deliver_events
-    with servers(sink_server()) as (sink,):
+    with servers(sink_server("count")) as (sink,):
         ob = bench_optibase(
             segment_endpoint=sink.url,
             segment_write_key=WRITE_KEY,

@@ -21,31 +21,21 @@ server's delivery counters at the end.
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 from .bench_http import BROWSER_HEADERS, OTHER_COOKIES, interleaved_load, optibase_cookie
 from .config import Config
-from .loopback import free_port, http_json
+from .loopback import http_json
 from .report import Row, SectionResult, fmt_ms
 from .rounds import median, paired_ratio
-from .servers import Server, servers, uvicorn_server
+from .servers import servers, sink_server, uvicorn_server
 
 NEW_EVERY = 10
 
 
-def sink(mode: str) -> Server:
-    port = free_port()
-    return Server(
-        f"sink-{mode}",
-        [sys.executable, "-m", "benchmarks.sink", "--port", str(port), "--mode", mode],
-        port,
-    )
-
-
 def run(cfg: Config) -> SectionResult:
     result = SectionResult("faults")
-    healthy_sink, hanging_sink = sink("count"), sink("hang")
+    healthy_sink, hanging_sink = sink_server("count"), sink_server("hang")
     raw: dict[str, dict[str, list[dict[str, Any]]]] = {}
     stats: dict[str, dict[str, Any]] = {}
     with servers(healthy_sink, hanging_sink):

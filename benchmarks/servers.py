@@ -97,6 +97,13 @@ def uvicorn_server(name: str, target: str, env: Mapping[str, str] | None = None)
     return Server(name, argv, port, env)
 
 
+def sink_server(mode: str) -> Server:
+    """``benchmarks.sink`` on a free loopback port: a Segment stand-in that counts or hangs."""
+    port = free_port()
+    argv = [sys.executable, "-m", "benchmarks.sink", "--port", str(port), "--mode", mode]
+    return Server(f"sink-{mode}", argv, port)
+
+
 @contextlib.contextmanager
 def servers(*started: Server) -> Iterator[tuple[Server, ...]]:
     """Wait until every server is ready, yield them, and stop them all on the way out.

@@ -73,17 +73,13 @@ def counting_app() -> Starlette:
 
 
 async def hang_forever(port: int) -> None:
-    held: set[asyncio.StreamWriter] = set()
-
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        held.add(writer)
         try:
             while await reader.read(65536):
                 pass  # swallow the request, never answer
         except (ConnectionError, OSError):
             pass
         finally:
-            held.discard(writer)
             writer.close()
 
     server = await asyncio.start_server(handle, LOOPBACK, port)

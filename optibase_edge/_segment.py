@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from collections.abc import Sequence
@@ -94,6 +95,11 @@ def encode(message: dict[str, Any]) -> bytes:
 def batch_body(items: Sequence[bytes], sent_at: float) -> bytes:
     """The ``/v1/batch`` body around already-encoded messages."""
     return b'{"batch":[' + b",".join(items) + b'],"sentAt":"' + iso_time(sent_at).encode() + b'"}'
+
+
+def basic_credentials(write_key: str) -> str:
+    """What follows ``Basic `` in ``Authorization``: the write key as user, no password."""
+    return base64.b64encode(f"{write_key}:".encode()).decode()
 
 
 def iso_time(timestamp: float) -> str:

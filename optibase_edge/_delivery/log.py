@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import base64
 import logging
 import time
+
+from .._segment import basic_credentials
 
 logger = logging.getLogger("optibase_edge")
 
@@ -18,9 +19,7 @@ class RateLimitedLog:
 
     def __init__(self, write_key: str | None, interval: float = 10.0) -> None:
         self._interval = interval
-        self._secrets = (
-            (write_key, base64.b64encode(f"{write_key}:".encode()).decode()) if write_key else ()
-        )
+        self._secrets = (write_key, basic_credentials(write_key)) if write_key else ()
         self._last: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
 

@@ -107,19 +107,15 @@ class RedisStore:
 
         *ttl* is rounded up to whole milliseconds, at least one.
         """
-        if not math.isfinite(ttl):
-            raise ValueError(f"ttl must be a finite number of seconds, not {ttl!r}")
-        ttl_ms = max(1, math.ceil(ttl * 1000))
+        ttl_ms = _milliseconds(ttl)
         created = await self._current_client().set(self.redis_key(key), b"1", nx=True, px=ttl_ms)
         return bool(created)  # True when set; None when a live claim exists
 
     async def claim_many(self, keys: Sequence[str], ttl: float) -> list[bool]:
         """:meth:`claim` for each key, in one pipelined round trip (not a transaction)."""
-        if not math.isfinite(ttl):
-            raise ValueError(f"ttl must be a finite number of seconds, not {ttl!r}")
+        ttl_ms = _milliseconds(ttl)
         if not keys:
             return []
-        ttl_ms = max(1, math.ceil(ttl * 1000))
         async with self._current_client().pipeline(transaction=False) as pipe:
             for key in keys:
                 pipe.set(self.redis_key(key), b"1", nx=True, px=ttl_ms)
@@ -169,3 +165,10 @@ class RedisStore:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(prefix={self._prefix!r})"
+
+
+def _milliseconds(ttl: float) -> int:
+    """*ttl* seconds as Redis's PX: whole milliseconds, rounded up, at least one."""
+    if not math.isfinite(ttl):
+        raise ValueError(f"ttl must be a finite number of seconds, not {ttl!r}")
+    return max(1, math.ceil(ttl * 1000))

@@ -7,7 +7,6 @@ to do with it (retry, split, give up) is decided by the retry policy, not here.
 from __future__ import annotations
 
 import asyncio
-import base64
 import gzip
 import inspect
 import json
@@ -18,7 +17,7 @@ from typing import Any, Protocol
 
 import httpx2
 
-from .._segment import batch_body
+from .._segment import basic_credentials, batch_body
 from .._version import __version__
 from .retry import parse_retry_after
 
@@ -86,10 +85,9 @@ class SegmentTransport:
         timeout: float = 10.0,
         http_transport: httpx2.AsyncBaseTransport | None = None,
     ) -> None:
-        token = base64.b64encode(f"{write_key}:".encode()).decode()
         self._url = f"{base_url.rstrip('/')}/v1/batch"
         self._headers = {
-            "Authorization": f"Basic {token}",
+            "Authorization": f"Basic {basic_credentials(write_key)}",
             "Content-Type": "application/json",
             "Content-Encoding": "gzip",
             "User-Agent": f"optibase-edge/{__version__}",

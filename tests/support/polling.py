@@ -7,9 +7,12 @@ import inspect
 import subprocess
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, NoReturn, TypeVar, overload
 
 import pytest
+
+from tests.support.net import free_port
 
 T = TypeVar("T")
 
@@ -102,6 +105,31 @@ def started(
         stop(proc)
         raise
     return proc.poll() is None
+
+
+def started_on_a_free_port(
+    spawn: Callable[[int], subprocess.Popen[bytes]],
+    ready: Callable[[int], bool],
+    what: Callable[[int], str],
+    *,
+    name: str,
+    log: Callable[[], str],
+    timeout: float,
+    stop: Callable[[subprocess.Popen[bytes]], object],
+    attempts: int = 3,
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Spawn a server on a free port until it is *ready*: the process and its port.
+
+    For servers given a port number, not a listening socket: another process may
+    take the port first, and then the server exits and the next attempt picks
+    another one. After *attempts* exits the test fails with the end of *log*.
+    """
+    for _ in range(attempts):
+        port = free_port()
+        proc = spawn(port)
+        if started(proc, partial(ready, port), partial(what, port), timeout=timeout, stop=stop):
+            return proc, port
+    pytest.fail(f"{name} exited at start-up {attempts} times; its log:\n{log()}")
 
 
 def _time_out(what: Description, timeout: float) -> NoReturn:

@@ -11,18 +11,16 @@ import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 
 import pytest
 
 from tests.support.ci import missing
-from tests.support.net import LOOPBACK, free_port
-from tests.support.polling import started
+from tests.support.net import LOOPBACK
+from tests.support.polling import started_on_a_free_port
 
 STARTUP_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
-ATTEMPTS = 3
 
 
 @pytest.fixture(scope="session")
@@ -39,15 +37,11 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def _start(executable: str, workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """Start the server on a free port; again on another one if it exits at once.
-
-    redis-server takes a port number, not a socket, so another process may take
-    the port first: then it exits, and the next attempt picks another port.
-    """
+    """Start the server on a free port (redis-server takes a port number, not a socket)."""
     log = workdir / "redis.log"
-    for _ in range(ATTEMPTS):
-        port = free_port()
-        proc = subprocess.Popen(
+
+    def spawn(port: int) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             [
                 executable,
                 "--port", str(port),
@@ -62,12 +56,16 @@ def _start(executable: str, workdir: Path) -> tuple[subprocess.Popen[bytes], int
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        awaited = partial(_answering, log)
-        if started(
-            proc, partial(_answers_ping, port), awaited, timeout=STARTUP_TIMEOUT, stop=_stop
-        ):
-            return proc, port
-    pytest.fail(f"redis-server exited at start-up {ATTEMPTS} times; its log:\n{_tail(log)}")
+
+    return started_on_a_free_port(
+        spawn,
+        _answers_ping,
+        lambda port: _answering(log),
+        name="redis-server",
+        log=lambda: _tail(log),
+        timeout=STARTUP_TIMEOUT,
+        stop=_stop,
+    )
 
 
 def _answering(log: Path) -> str:

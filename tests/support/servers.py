@@ -23,8 +23,8 @@ from typing import IO, Literal
 import pytest
 
 from tests.support.ci import missing
-from tests.support.net import LOOPBACK, free_port
-from tests.support.polling import started
+from tests.support.net import LOOPBACK
+from tests.support.polling import started_on_a_free_port
 
 ServerKind = Literal["uvicorn", "hypercorn", "granian"]
 SERVERS: tuple[ServerKind, ...] = ("uvicorn", "hypercorn", "granian")
@@ -32,7 +32,6 @@ SERVERS: tuple[ServerKind, ...] = ("uvicorn", "hypercorn", "granian")
 ROOT = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT = 20.0
 STOP_TIMEOUT = 15.0
-ATTEMPTS = 3
 # uvicorn re-raises the SIGTERM it handled once it has shut down; the others exit 0.
 CLEAN_EXITS = {0, -signal.SIGTERM}
 TAIL = 4000  # characters of a log shown in a failure
@@ -94,15 +93,10 @@ def run_server(kind: ServerKind, app_path: str, env: Mapping[str, str]) -> Itera
 def _start(
     kind: ServerKind, app_path: str, env: Mapping[str, str], log: IO[bytes]
 ) -> tuple[subprocess.Popen[bytes], int]:
-    """Start the server on a free port; again on another one if it exits at once.
+    """Start the server on a free port (Granian takes a port number, not a socket)."""
 
-    Granian takes no listening socket from its parent, only a port number (and
-    the three are started alike): another process may take the port first, and
-    then the server exits and the next attempt picks another one.
-    """
-    for _ in range(ATTEMPTS):
-        port = free_port()
-        proc = subprocess.Popen(
+    def spawn(port: int) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             _command(kind, app_path, port),
             cwd=ROOT,
             env=env,
@@ -113,13 +107,19 @@ def _start(
             # process, which a kill must reach too.
             start_new_session=True,
         )
-        awaited = partial(_listening, kind, port, log)
-        if started(proc, partial(_accepts, port), awaited, timeout=STARTUP_TIMEOUT, stop=_stop):
-            return proc, port
-    pytest.fail(f"{kind} exited at start-up {ATTEMPTS} times; its log:\n{_read(log)[-TAIL:]}")
+
+    return started_on_a_free_port(
+        spawn,
+        _accepts,
+        partial(_listening, kind, log=log),
+        name=kind,
+        log=lambda: _read(log)[-TAIL:],
+        timeout=STARTUP_TIMEOUT,
+        stop=_stop,
+    )
 
 
-def _listening(kind: ServerKind, port: int, log: IO[bytes]) -> str:
+def _listening(kind: ServerKind, port: int, *, log: IO[bytes]) -> str:
     return f"{kind} to listen on port {port}; its log:\n{_read(log)[-TAIL:]}"
 
 

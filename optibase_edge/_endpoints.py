@@ -196,7 +196,7 @@ class Endpoints:
             if wait:
                 raise _too_many(wait, "this visitor")
         # The beacon's request is not the page's: the page and its referrer come from the body.
-        context = visitor._request_context()._replace(url=url, referrer=referrer or None)
+        context = visitor._request_context()._replace(page=(url, referrer or None))
         visitor._fire(conversion, origin_url=url, context=context, beacon=True)
         await _no_content(send)
 

@@ -20,16 +20,18 @@ from collections.abc import Mapping
 _JSON = json.JSONEncoder(separators=(",", ":"))
 
 
-def script_tag_opening(src: str, visitor_id: str, variants: Mapping[str, str]) -> str:
-    """The start of the ``<script>`` tag that loads the client script for this visitor.
+def script_tag_parts(src: str, variants: Mapping[str, str]) -> tuple[str, str]:
+    """The start of the ``<script>`` tag that loads the client script, around the visitor ID.
 
-    It depends only on the visitor's cookie and the configuration, so callers may
-    cache it; :func:`finish_script_tag` adds the per-request nonce.
+    ``before + visitor_id + after`` is the tag's opening for a visitor in
+    *variants*; the ID goes in as it is, so it must be attribute-safe (a visitor
+    ID is a UUID). The parts depend only on the variants and the configuration,
+    so callers may cache them; :func:`finish_script_tag` adds the per-request nonce.
     """
     data = _JSON.encode([{"test_id": t, "variant_id": v} for t, v in variants.items()])
     return (
-        f'<script src="{_attribute(src)}" data-optibase-visitor="{_attribute(visitor_id)}"'
-        f' data-optibase-variants="{_attribute(data)}" defer'
+        f'<script src="{_attribute(src)}" data-optibase-visitor="',
+        f'" data-optibase-variants="{_attribute(data)}" defer',
     )
 
 

@@ -15,7 +15,7 @@ from ._client_script import ClientScript
 from ._config import Conversion, ConversionType
 from ._cookie import is_secure, read_cookie, set_cookie_header
 from ._endpoints import Endpoints
-from ._injection import HtmlInjector, finish_script_tag, script_tag_opening
+from ._injection import HtmlInjector, finish_script_tag, script_tag_parts
 from ._optibase import Optibase
 from ._preview import NOTHING_FORCED
 from ._visitor import Visitor
@@ -62,7 +62,8 @@ class OptibaseMiddleware:
             (b"content-length", b"etag") if self._private_responses else (b"content-length",)
         )
         self._redirect_split = settings.split_url == "redirect"
-        self._openings: OrderedDict[tuple[str, str, int], str] = OrderedDict()
+        self._tag_parts: OrderedDict[tuple[tuple[tuple[str, str], ...], str], tuple[str, str]]
+        self._tag_parts = OrderedDict()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope_type = scope["type"]
@@ -139,24 +140,18 @@ class OptibaseMiddleware:
         # may change it in this same scope, as Starlette's Mount does, while the script
         # is served under the one the middleware saw.
         root_path = visitor._path[1]
-        token = visitor._unchanged_token()
-        if token is None:
-            return self._build_opening(visitor, root_path)
-        # A returning visitor's tag is the same on every page: build it once per cookie
-        # (and per change in which scheduled tests are running).
-        key = (token, root_path, self.optibase._schedule_epoch())
-        opening = self._openings.get(key)
-        if opening is None:
-            opening = self._openings[key] = self._build_opening(visitor, root_path)
-            if len(self._openings) > _TAG_CACHE_SIZE:
-                self._openings.popitem(last=False)
-        else:
-            self._openings.move_to_end(key)
-        return opening
-
-    def _build_opening(self, visitor: Visitor, root_path: str) -> str:
-        src = self._script.for_root(root_path).src
-        return script_tag_opening(src, visitor.id, visitor.active_variants)
+        active = visitor.active_variants
+        # Visitors in the same variants share all of the tag but their ID: its parts are
+        # built once (4 µs: JSON, escaping) and the ID put between them (0.1 µs).
+        key = (tuple(active.items()), root_path)
+        parts = self._tag_parts.get(key)
+        if parts is None:
+            src = self._script.for_root(root_path).src
+            parts = self._tag_parts[key] = script_tag_parts(src, active)
+            if len(self._tag_parts) > _TAG_CACHE_SIZE:
+                self._tag_parts.popitem(last=False)
+        before, after = parts
+        return f"{before}{visitor.id}{after}"
 
     def _set_cookie(self, message: Message, visitor: Visitor, scope: Scope) -> Message:
         token = visitor._cookie_token()

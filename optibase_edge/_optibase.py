@@ -7,7 +7,7 @@ import os
 import time
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -18,11 +18,11 @@ from ._delivery.log import RateLimitedLog
 from ._delivery.sender import Delivery
 from ._delivery.stores import DedupeStore, MemoryStore
 from ._delivery.transports import JsonLinesTransport, SegmentTransport, Transport
-from ._events import ConversionTriggered, Event, RequestContext, request_context
+from ._events import ConversionTriggered, Event, RawRequest
 from ._hosts import HostAllowList
 from ._pages import PageRules
 from ._preview import Previews
-from ._proxies import IpMode, TrustedProxies, parse_networks, reported_ip, socket_client
+from ._proxies import ClientReport, IpMode, TrustedProxies, parse_networks, socket_client
 from ._screening import bot_check
 from ._seen import LocalSeen
 from ._settings import (
@@ -176,6 +176,12 @@ class Optibase:
             if settings.trusted_proxies
             else None
         )
+        # How an event reports its client, read in the sender; None: the socket's, in full.
+        self._report = (
+            None
+            if self._proxies is None and settings.ip == "full"
+            else ClientReport(self._proxies, settings.ip)
+        )
         self._previews = (
             Previews(settings, settings.preview_param, self._plans, self._scheme)
             if settings.preview_param
@@ -184,6 +190,9 @@ class Optibase:
         self._schedule_boundaries = sorted(
             {when.timestamp() for t in settings.tests for when in (t.starts_at, t.ends_at) if when}
         )
+        # {test_id: its variant ids} for the tests running in _running_epoch.
+        self._running_epoch = -1
+        self._running_now: dict[str, tuple[str, ...]] = {}
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], **overrides: Any) -> Optibase:
@@ -249,11 +258,27 @@ class Optibase:
     # -- for the visitor, the middleware and the endpoints ------------------------------
 
     def _is_running(self, test: Test) -> bool:
-        if test.status != "running":
-            return False
-        if not self._schedule_boundaries:
-            return True
-        return test.is_running(datetime.now().astimezone())
+        return test.id in self._running()
+
+    def _running(self) -> Mapping[str, tuple[str, ...]]:
+        """``{test_id: variant ids}`` of the tests running now.
+
+        Rebuilt only when a scheduled test starts or ends: asking is a clock read
+        at most (none without schedules), where checking each test's schedule
+        would read it per test, on every page.
+        """
+        now = time.time()
+        epoch = bisect_right(self._schedule_boundaries, now) if self._schedule_boundaries else 0
+        if epoch != self._running_epoch:
+            # The same instant decides the epoch and what runs in it.
+            moment = datetime.fromtimestamp(now, UTC)
+            self._running_now = {
+                test_id: plan.variant_ids
+                for test_id, plan in self._plans.items()
+                if plan.test.is_running(moment)
+            }
+            self._running_epoch = epoch
+        return self._running_now
 
     def _admits(self, scope: Mapping[str, Any], headers: Mapping[bytes, bytes]) -> bool:
         """The request may take part in tests: an allowed host, and the visitor's consent.
@@ -290,22 +315,6 @@ class Optibase:
             return cast(str, scope.get("scheme", "http"))
         return self._client(scope, dict(scope.get("headers", ())))[1]
 
-    def _context(self, scope: Mapping[str, Any], headers: Mapping[bytes, bytes]) -> RequestContext:
-        """The request facts an event records, with the client IP as ``ip`` says to report it."""
-        if self._proxies is None and self._settings.ip == "full":
-            return request_context(scope, headers)
-        ip, scheme = self._client(scope, headers)
-        return request_context(scope, headers, (reported_ip(ip, self._settings.ip), scheme))
-
-    def _schedule_epoch(self) -> int:
-        """A number that changes whenever a scheduled test starts or ends.
-
-        What is derived from which tests are running can be cached under it.
-        """
-        if not self._schedule_boundaries:
-            return 0
-        return bisect_right(self._schedule_boundaries, time.time())
-
     def _emit(self, event: Event, *, fresh_visitor: bool = False, beacon: bool = False) -> bool:
         """Queue *event* unless this process has already queued its once-only key.
 
@@ -334,7 +343,7 @@ class Optibase:
         user_id: str | None,
         origin_url: str | None,
         variants: tuple[tuple[str, str], ...],
-        context: RequestContext | None,
+        context: RawRequest | None,
         *,
         beacon: bool = False,
     ) -> None:

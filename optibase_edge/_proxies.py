@@ -76,6 +76,23 @@ class TrustedProxies:
         return any(address in network for network in self._networks)
 
 
+class ClientReport:
+    """The client's ``(ip, scheme)`` as an event reports them: through *proxies*, per *ip*."""
+
+    __slots__ = ("_ip", "_proxies")
+
+    def __init__(self, proxies: TrustedProxies | None, ip: IpMode) -> None:
+        self._proxies = proxies
+        self._ip: IpMode = ip
+
+    def __call__(
+        self, scope: Mapping[str, Any], headers: Mapping[bytes, bytes]
+    ) -> tuple[str | None, str]:
+        proxies = self._proxies
+        ip, scheme = socket_client(scope) if proxies is None else proxies.client(scope, headers)
+        return reported_ip(ip, self._ip), scheme
+
+
 def reported_ip(ip: str | None, mode: IpMode) -> str | None:
     """What goes into Segment's ``context.ip``: all of it, its network (/24, /48), or nothing."""
     if ip is None or mode == "none":

@@ -10,7 +10,14 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from ._events import ConversionTriggered, Event, ExperimentViewed, Identify, RequestContext
+from ._events import (
+    ConversionTriggered,
+    Event,
+    ExperimentViewed,
+    Identify,
+    RawRequest,
+    RequestContext,
+)
 from ._version import __version__
 
 MAX_EVENT_BYTES = 32 * 1024
@@ -42,6 +49,9 @@ def message_id(event: Event) -> str:
 
 def to_message(event: Event) -> dict[str, Any]:
     """The Segment message (one item of a batch) for *event*."""
+    context = event.context
+    if isinstance(context, RawRequest):
+        context = context.parsed()
     message: dict[str, Any]
     if isinstance(event, Identify):
         message = {"type": "identify"}
@@ -67,7 +77,11 @@ def to_message(event: Event) -> dict[str, Any]:
             "properties": {
                 "conversion_id": event.conversion_id,
                 "conversion_type": event.conversion_type.value,
-                "origin_url": event.origin_url,
+                "origin_url": (
+                    event.origin_url
+                    if event.origin_url is not None or context is None
+                    else context.url
+                ),
                 "variants": [{"test_id": t, "variant_id": v} for t, v in event.variants],
             },
         }
@@ -77,7 +91,7 @@ def to_message(event: Event) -> dict[str, Any]:
         message["userId"] = event.user_id
     message["messageId"] = message_id(event)
     message["timestamp"] = iso_time(event.timestamp)
-    message["context"] = context_dict(event.context)
+    message["context"] = context_dict(context)
     return message
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from ._assignment import Plan, choose
 from ._config import Conversion
 from ._cookie import VisitorRecord, cookie_values, new_visitor_id
-from ._events import ExperimentViewed, Identify, RequestContext
+from ._events import ExperimentViewed, Identify, RawRequest, raw_request
 from ._preview import NOTHING_FORCED
 from ._screening import Audience, audience
 
@@ -81,7 +81,7 @@ class Visitor:
         self._assignments: Mapping[str, str] = {}
         self._owned = False  # until the first change, assignments are the cached record's
         self._changed = False
-        self._context: RequestContext | None = None
+        self._context: RawRequest | None = None
         self._headers = headers  # the scope's, as a map, when the caller built it already
         self._user_id: str | None = None
         self._audience: Audience | None = None
@@ -120,14 +120,11 @@ class Visitor:
         """Every running test this visitor is in: ``{test_id: variant_id}``."""
         if self._id is None:
             self._load()
-        optibase = self._optibase
-        plans = optibase._plans
+        running = self._optibase._running()
         active = {
             test_id: variant_id
             for test_id, variant_id in self._assignments.items()
-            if (plan := plans.get(test_id)) is not None
-            and variant_id in plan.variant_ids
-            and optibase._is_running(plan.test)
+            if variant_id in running.get(test_id, ())
         }
         if self._forced:
             active.update(self._forced)
@@ -161,13 +158,12 @@ class Visitor:
 
     # -- for the middleware and the endpoints -----------------------------------------
 
-    def _request_context(self) -> RequestContext:
+    def _request_context(self) -> RawRequest:
         if self._context is None:
-            scope = self._scope
             path, root_path = self._path
-            if scope.get("path", "") != path or scope.get("root_path", "") != root_path:
-                scope = {**scope, "path": path, "root_path": root_path}
-            self._context = self._optibase._context(scope, self._header_map())
+            self._context = raw_request(
+                self._scope, self._header_map(), path, root_path, self._optibase._report
+            )
         return self._context
 
     def _unchanged_token(self) -> str | None:
@@ -196,21 +192,23 @@ class Visitor:
         self,
         conversion: Conversion,
         origin_url: str | None = None,
-        context: RequestContext | None = None,
+        context: RawRequest | None = None,
         *,
         beacon: bool = False,
     ) -> None:
-        """Emit *conversion*; a *beacon* (posted to the collector) only within its share."""
+        """Emit *conversion*; a *beacon* (posted to the collector) only within its share.
+
+        Without *origin_url*, the event's is its request's URL, read in the sender.
+        """
         if self._quiet():
             return
-        context = context or self._request_context()
         self._optibase._emit_conversion(
             conversion,
             self.id,
             self._user_id,
-            origin_url or context.url,
+            origin_url,
             tuple(self.active_variants.items()),
-            context,
+            context or self._request_context(),
             beacon=beacon,
         )
 

@@ -15,7 +15,16 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from optibase_edge import ConversionType, __version__
-from optibase_edge._events import ConversionTriggered, ExperimentViewed, Identify, RequestContext
+from optibase_edge._events import (
+    ConversionTriggered,
+    ExperimentViewed,
+    Identify,
+    RawRequest,
+    RequestContext,
+    raw_request,
+    request_context,
+)
+from optibase_edge._proxies import ClientReport, TrustedProxies, parse_networks
 from optibase_edge._segment import (
     MAX_EVENT_BYTES,
     EventTooLarge,
@@ -84,7 +93,32 @@ contexts = st.builds(
     url=st.none() | urls,
     referrer=st.none() | st.text(max_size=40),
 )
-maybe_context = st.none() | contexts
+header_values = st.binary(max_size=40)
+raw_requests = st.builds(
+    RawRequest,
+    headers=st.dictionaries(
+        st.sampled_from(
+            [b"host", b"user-agent", b"accept-language", b"referer", b"x-forwarded-for", b"x"]
+        ),
+        header_values,
+        max_size=6,
+    ),
+    client=st.none() | st.tuples(st.ip_addresses().map(str), st.integers(0, 65535)),
+    scheme=st.sampled_from(["http", "https"]),
+    server=st.none()
+    | st.tuples(st.sampled_from(["10.0.0.2", "shop.example"]), st.none() | st.integers(1, 65535)),
+    path=st.text(max_size=20),
+    root_path=st.sampled_from(["", "/shop"]),
+    query_string=st.binary(max_size=30),
+    report=st.none()
+    | st.builds(
+        ClientReport,
+        st.none() | st.just(TrustedProxies(parse_networks(["0.0.0.0/0", "::/0"]))),
+        st.sampled_from(["full", "anonymized", "none"]),
+    ),
+    page=st.none() | st.tuples(urls, st.none() | st.text(max_size=20)),
+)
+maybe_context = st.none() | contexts | raw_requests
 
 
 @st.composite
@@ -389,6 +423,10 @@ def test_experiment_viewed_names() -> None:
     assert props["experiment_id"] == "hero" and props["variation_id"] == "bold"
 
 
+def as_context(context: RequestContext | RawRequest) -> RequestContext:
+    return context.parsed() if isinstance(context, RawRequest) else context
+
+
 @settings(max_examples=150, deadline=None)
 @given(event=conversions())
 def test_conversion_triggered_properties(event: ConversionTriggered) -> None:
@@ -399,7 +437,8 @@ def test_conversion_triggered_properties(event: ConversionTriggered) -> None:
     assert props["conversion_type"] == event.conversion_type.value
     assert props["conversion_type"] in ("CLICK", "PAGE_VIEW", "PROGRAMMATIC")
     # Without its own, a conversion happened on the page of its request.
-    page_url = None if event.context is None else event.context.url
+    context = event.context
+    page_url = None if context is None else as_context(context).url
     assert props["origin_url"] == (page_url if event.origin_url is None else event.origin_url)
     assert props["variants"] == [{"test_id": t, "variant_id": v} for t, v in event.variants]
 
@@ -559,3 +598,38 @@ def test_lone_surrogates_encode_as_valid_utf8_json(text: str) -> None:
     body = encode({"type": "identify", "anonymousId": "v", "traits": {"name": text}})
     decoded = json.loads(body.decode("utf-8"))  # strict UTF-8: raises on invalid bytes
     assert decoded["traits"]["name"] == text
+
+
+@settings(max_examples=200, deadline=None)
+@given(raw=raw_requests)
+def test_a_raw_request_reads_as_its_scope_would_on_the_request_path(raw: RawRequest) -> None:
+    """What the sender reads from the raw request is what reading the scope at once gave."""
+    scope = {
+        "client": raw.client,
+        "scheme": raw.scheme,
+        "server": raw.server,
+        "path": raw.path,
+        "root_path": raw.root_path,
+        "query_string": raw.query_string,
+        "headers": list(raw.headers.items()),
+    }
+    kept = raw_request(scope, raw.headers, raw.path, raw.root_path, raw.report)
+    assert kept == raw._replace(page=None)
+    client = None if raw.report is None else raw.report(scope, raw.headers)
+    expected = request_context(scope, None, client)
+    if raw.page is not None:
+        expected = expected._replace(url=raw.page[0], referrer=raw.page[1])
+    assert raw.parsed() == expected
+    assert (
+        to_message(viewed(V1, "t", "v")._replace(context=raw))["context"]
+        == to_message(viewed(V1, "t", "v")._replace(context=expected))["context"]
+    )
+
+
+def test_the_client_an_event_reports_is_read_through_proxies_and_the_ip_mode() -> None:
+    proxies = TrustedProxies(parse_networks(["10.0.0.0/8"]))
+    headers = {b"host": b"shop.example", b"x-forwarded-for": b"198.51.100.77, 10.1.1.1"}
+    scope = {"client": ("10.2.2.2", 5000), "scheme": "http", "path": "/", "headers": []}
+    raw = raw_request(scope, headers, "/", "", ClientReport(proxies, "anonymized"))
+    assert raw.parsed().ip == "198.51.100.0"
+    assert raw_request(scope, headers, "/", "", None).parsed().ip == "10.2.2.2"

@@ -23,6 +23,9 @@ class Config:
     http_threads: int = 2
     http_rounds: int = 5
     http_warmup: bool = True
+    http_workers: int = 1  # uvicorn --workers; why not 2: the bench_http docstring
+    # More tokens than the wrapped server is sent in the whole section, so none comes back.
+    http_cold_pool: int = 200_000
     # 3. events
     ev_emit_calls: int = 5000
     ev_deliver_events: int = 10_000
@@ -54,6 +57,7 @@ class Config:
             http_duration=1.0,
             http_rounds=5,
             http_warmup=False,
+            http_cold_pool=50_000,
             ev_emit_calls=1000,
             ev_deliver_events=1000,
             ev_rounds=5,

@@ -1,21 +1,69 @@
-"""Bounded HTTP load against a loopback URL: wrk when installed, else an httpx2 generator.
+"""Bounded HTTP load against a loopback URL, always from wrk, installed when missing.
 
-Every run is bounded in time (*duration*) and, for the httpx2 generator, in
-request count too; each request times out after 5 s.
+A load generator written in Python saturates before a Python server does, so
+its requests/s would say how fast the generator is, not the server: there is
+no fallback. Every run is bounded in time (wrk's ``-d``, and a subprocess
+timeout) and each request times out after 5 s.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
-import time
+import subprocess
 from collections.abc import Mapping
 
-import httpx2
+from .wrk import HeaderPool, LoadResult, run_wrk
 
-from .loopback import require_loopback
-from .wrk import LoadResult, run_wrk
+WRK_PACKAGE = "wrk"  # the Debian package that has the wrk binary
+APT_TIMEOUT_S = 600.0
+
+
+class WrkMissing(RuntimeError):
+    """wrk is not installed and could not be installed."""
+
+
+def ensure_wrk() -> str:
+    """The path of wrk; installed with apt-get first (sudo when not root) if it is missing.
+
+    Raises :class:`WrkMissing`, saying why, when it still cannot be had.
+    """
+    found = shutil.which("wrk")
+    if found:
+        return found
+    why = _apt_install(WRK_PACKAGE) or "it installed, yet no wrk is on PATH"
+    found = shutil.which("wrk")
+    if found:
+        return found
+    raise WrkMissing(
+        "wrk is required for the HTTP load (a Python load generator saturates before the "
+        f"server does); installing the Debian package {WRK_PACKAGE!r} failed: {why}. "
+        f"Install it (apt-get install {WRK_PACKAGE}) and run again."
+    )
+
+
+def _apt_install(package: str) -> str:
+    """``apt-get update && apt-get install -y package``; what went wrong, or "" if nothing did."""
+    if not shutil.which("apt-get"):
+        return "no apt-get on this machine"
+    # sudo -n: fail at once rather than wait for a password nobody will type.
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    if sudo and not shutil.which("sudo"):
+        return "not root, and no sudo"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for argv in (
+        [*sudo, "apt-get", "update", "-qq"],
+        [*sudo, "apt-get", "install", "-y", "-qq", package],
+    ):
+        try:
+            done = subprocess.run(
+                argv, env=env, capture_output=True, text=True, timeout=APT_TIMEOUT_S
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"{' '.join(argv)}: {exc}"
+        if done.returncode != 0:
+            return f"{' '.join(argv)} exited {done.returncode}: {done.stderr.strip()[-500:]}"
+    return ""
 
 
 def run_load(
@@ -27,78 +75,17 @@ def run_load(
     headers: Mapping[str, str] | None = None,
     alt_headers: Mapping[str, str] | None = None,
     alt_every: int = 0,
-    max_requests: int = 200_000,
+    pool: HeaderPool | None = None,
 ) -> LoadResult:
-    """wrk when installed, else a bounded httpx2 async load generator (count and time).
-
-    With *alt_every*, every alt_every-th request is sent with *alt_headers* instead.
-    ``BENCH_NO_WRK`` set in the environment forces the httpx2 generator.
-    """
-    if shutil.which("wrk") and not os.environ.get("BENCH_NO_WRK"):
-        return run_wrk(
-            url,
-            duration=duration,
-            connections=connections,
-            threads=threads,
-            headers=headers,
-            alt_headers=alt_headers,
-            alt_every=alt_every,
-        )
-    return asyncio.run(
-        _httpx_load(
-            url,
-            duration=duration,
-            connections=connections,
-            max_requests=max_requests,
-            headers=headers,
-            alt_headers=alt_headers,
-            alt_every=alt_every,
-        )
+    """One bounded wrk run (see :func:`benchmarks.wrk.run_wrk`), wrk installed first if missing."""
+    ensure_wrk()
+    return run_wrk(
+        url,
+        duration=duration,
+        connections=connections,
+        threads=threads,
+        headers=headers,
+        alt_headers=alt_headers,
+        alt_every=alt_every,
+        pool=pool,
     )
-
-
-async def _httpx_load(
-    url: str,
-    *,
-    duration: float,
-    connections: int,
-    max_requests: int,
-    headers: Mapping[str, str] | None,
-    alt_headers: Mapping[str, str] | None = None,
-    alt_every: int = 0,
-) -> LoadResult:
-    """*connections* concurrent workers draw on one budget of *max_requests* until the deadline."""
-    require_loopback(url)
-    latencies: list[float] = []
-    errors = 0
-    deadline = time.perf_counter() + duration
-    budget = [max_requests]
-    count = [0]
-    limits = httpx2.Limits(max_connections=connections, max_keepalive_connections=connections)
-    async with httpx2.AsyncClient(limits=limits, timeout=5.0, trust_env=False) as client:
-
-        async def worker() -> None:
-            nonlocal errors
-            while budget[0] > 0 and time.perf_counter() < deadline:
-                budget[0] -= 1
-                count[0] += 1
-                use = alt_headers if alt_every and count[0] % alt_every == 0 else headers
-                t0 = time.perf_counter()
-                try:
-                    r = await client.get(url, headers=dict(use or {}))
-                    if r.status_code >= 400:
-                        errors += 1
-                except httpx2.HTTPError:
-                    errors += 1
-                latencies.append(time.perf_counter() - t0)
-
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(connections)))
-        elapsed = time.perf_counter() - t0
-    latencies.sort()
-    n = len(latencies)
-
-    def pct(p: float) -> float:
-        return latencies[min(n - 1, int(p * n))] * 1000 if n else float("nan")
-
-    return LoadResult(n / elapsed, pct(0.5), pct(0.99), n, errors, "httpx2")

@@ -53,11 +53,15 @@ class Server:
         return self
 
     def cpu_seconds(self) -> float | None:
-        """User+system CPU seconds the server process has used so far (Linux /proc)."""
+        """User+system CPU seconds the server and its live children have used (Linux /proc).
+
+        The children count because ``uvicorn --workers N`` serves from N worker
+        processes under a supervisor that does next to nothing.
+        """
         try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            ticks = os.sysconf("SC_CLK_TCK")
-            return (int(fields[11]) + int(fields[12])) / ticks
+            pids = (self.proc.pid, *_children(self.proc.pid))
+            ticks = sum(_cpu_ticks(pid) for pid in pids)
+            return ticks / os.sysconf("SC_CLK_TCK")
         except (OSError, IndexError, ValueError):
             return None
 
@@ -75,8 +79,39 @@ class Server:
             self.proc.stderr.close()
 
 
-def uvicorn_server(name: str, target: str, env: Mapping[str, str] | None = None) -> Server:
-    """``uvicorn --factory target`` on a free loopback port, one worker, no access log."""
+def _stat_fields(pid: int) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command name (which may hold spaces)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def _cpu_ticks(pid: int) -> int:
+    """utime + stime of one process, in clock ticks."""
+    fields = _stat_fields(pid)
+    return int(fields[11]) + int(fields[12])
+
+
+def _children(pid: int) -> list[int]:
+    """The live descendants of *pid*, found by their parent ids (no /proc children file here)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):  # one that just ended
+                parents[int(entry.name)] = int(_stat_fields(int(entry.name))[1])
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        # "not in found": a pid reused while /proc was read must not make the walk go round.
+        kids = [c for c, ppid in parents.items() if ppid == parent and c not in found]
+        found += kids
+        todo += kids
+    return found
+
+
+def uvicorn_server(
+    name: str, target: str, env: Mapping[str, str] | None = None, workers: int = 1
+) -> Server:
+    """``uvicorn --factory target`` on a free loopback port, *workers* workers, no access log."""
     port = free_port()
     argv = [
         sys.executable,
@@ -89,7 +124,7 @@ def uvicorn_server(name: str, target: str, env: Mapping[str, str] | None = None)
         "--port",
         str(port),
         "--workers",
-        "1",
+        str(workers),
         "--no-access-log",
         "--log-level",
         "warning",

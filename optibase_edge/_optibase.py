@@ -267,8 +267,10 @@ class Optibase:
         at most (none without schedules), where checking each test's schedule
         would read it per test, on every page.
         """
+        if not self._schedule_boundaries and self._running_epoch == 0:
+            return self._running_now
         now = time.time()
-        epoch = bisect_right(self._schedule_boundaries, now) if self._schedule_boundaries else 0
+        epoch = bisect_right(self._schedule_boundaries, now)
         if epoch != self._running_epoch:
             # The same instant decides the epoch and what runs in it.
             moment = datetime.fromtimestamp(now, UTC)
@@ -327,8 +329,10 @@ class Optibase:
         A visitor minted in this very request cannot have been seen before, so its
         events skip the local check (and do not fill the LRU).
         """
+        if fresh_visitor:
+            return self._delivery.submit(event, beacon=beacon)
         key = event.once_key
-        if key is not None and not fresh_visitor and not self._seen.first_time(key):
+        if key is not None and not self._seen.first_time(key):
             return True
         if self._delivery.submit(event, beacon=beacon):
             return True

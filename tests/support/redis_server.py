@@ -29,15 +29,18 @@ STOP_TIMEOUT = 5.0
 
 
 class RedisServer:
-    """A redis-server on 127.0.0.1, without persistence: a restart starts empty.
+    """A redis-server on 127.0.0.1.
 
+    Without persistence a restart starts empty; *persistent*, every write is in
+    the append-only file before it is answered, so even a kill loses nothing.
     The port is chosen at the first start and kept: :meth:`restart` brings the
     server back where its clients expect it.
     """
 
-    def __init__(self, executable: str, workdir: Path) -> None:
+    def __init__(self, executable: str, workdir: Path, *, persistent: bool = False) -> None:
         self._executable = executable
         self._workdir = workdir
+        self._persistence = ("yes", "always") if persistent else ("no", "no")
         self._log = workdir / "redis.log"
         self._proc: subprocess.Popen[bytes] | None = None
         self.port, self._proc = self._first_start()
@@ -94,7 +97,8 @@ class RedisServer:
                 "--port", str(port),
                 "--bind", LOOPBACK,
                 "--save", "",
-                "--appendonly", "no",
+                "--appendonly", self._persistence[0],
+                "--appendfsync", self._persistence[1],
                 "--dir", str(self._workdir),
                 "--logfile", str(self._log),
                 "--daemonize", "no",
@@ -105,17 +109,18 @@ class RedisServer:
         )  # fmt: skip
 
 
-def _started(workdir: Path) -> RedisServer:
+def start_redis_server(workdir: Path, *, persistent: bool = False) -> RedisServer:
+    """A running :class:`RedisServer`, its files in *workdir*; the caller stops it."""
     executable = shutil.which("redis-server")
     if executable is None:
         missing("redis-server is not on PATH (Debian: apt-get install -y redis-server)")
-    return RedisServer(executable, workdir)
+    return RedisServer(executable, workdir, persistent=persistent)
 
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``redis://127.0.0.1:PORT/0`` of a fresh redis-server, stopped after the session."""
-    server = _started(tmp_path_factory.mktemp("redis"))
+    server = start_redis_server(tmp_path_factory.mktemp("redis"))
     try:
         yield server.url
     finally:
@@ -125,7 +130,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """A redis-server of this test's own, to kill and restart; stopped after the test."""
-    server = _started(tmp_path_factory.mktemp("redis"))
+    server = start_redis_server(tmp_path_factory.mktemp("redis"))
     try:
         yield server
     finally:

@@ -31,6 +31,7 @@ from ._settings import (
     CacheControl,
     Consent,
     CspNonce,
+    OnStoreError,
     Region,
     Settings,
     SplitUrl,
@@ -61,6 +62,21 @@ class Optibase:
     ``dedupe_store`` is where once-only events are claimed before sending:
     :class:`MemoryStore` by default, :class:`RedisStore` when processes or hosts
     share the site.
+
+    ``on_store_error`` says what becomes of a once-only event whose claim
+    fails (the store is down, or does not answer within ``request_timeout``).
+    ``"send"`` (the default): it is sent unclaimed, and Segment's own
+    ``messageId`` dedupe, deterministic for once-only events, is the second
+    line; a copy may go out from each process that had one. ``"hold"``: it
+    stays in the buffer (counting against ``max_buffer_events``; beyond that
+    new events are refused as usual) and its claim is tried again, with
+    backoff, until the store answers, then it is sent or deduped. What is
+    still held at shutdown is spooled (with ``spool_path``; the process that
+    takes the spool over sends it without a claim) or counted failed. Other
+    events never wait for the store, so under ``"hold"`` a visitor's plain
+    conversion may go out before its held Identify. After a failure the
+    store is left alone for a cooldown (0.1 s, doubling up to 2 s) in which
+    the policy applies without asking it.
     """
 
     def __init__(
@@ -83,6 +99,7 @@ class Optibase:
         inject_script: bool | None = Settings.inject_script,
         csp_nonce: CspNonce | None = Settings.csp_nonce,
         dedupe_ttl: float = Settings.dedupe_ttl,
+        on_store_error: OnStoreError = Settings.on_store_error,
         max_buffer_events: int = Settings.max_buffer_events,
         max_buffer_bytes: int = Settings.max_buffer_bytes,
         max_batch_events: int = Settings.max_batch_events,
@@ -122,6 +139,7 @@ class Optibase:
             inject_script=inject_script,
             csp_nonce=csp_nonce,
             dedupe_ttl=dedupe_ttl,
+            on_store_error=on_store_error,
             max_buffer_events=max_buffer_events,
             max_buffer_bytes=max_buffer_bytes,
             max_batch_events=max_batch_events,
@@ -236,6 +254,13 @@ class Optibase:
         is accepted anew), and ``beacons_dropped`` conversions posted to the
         collector while the buffer was half full (the other half is kept for
         page events).
+
+        The dedupe store's health: ``store_errors`` counts claims that failed
+        (each key of a failed call, each try); ``sent_unclaimed`` once-only
+        events that ``on_store_error="send"`` passed on without a claim (sent,
+        unless Segment then refused them); ``held`` the once-only events
+        ``on_store_error="hold"`` keeps right now, waiting for the store (part
+        of ``pending``).
         """
         return self._delivery.stats()
 

@@ -26,6 +26,7 @@ CspNonce = str | Callable[[Mapping[str, Any]], str | None]
 Consent = Callable[[Mapping[str, Any]], bool]
 BotScreen = Callable[[str], bool]
 SplitUrl = Literal["rewrite", "redirect"]
+OnStoreError = Literal["send", "hold"]
 CacheControl = Literal["private"]
 # A collector budget: beacons that may come at once (the burst), then how many a second.
 Budget = tuple[int, float]
@@ -86,6 +87,8 @@ class Settings:
     inject_script: bool | None = None
     csp_nonce: CspNonce | None = None
     dedupe_ttl: float = field(default=400.0 * _DAY, metadata={"check": _positive})
+    # When a claim fails (the dedupe store is down): send unclaimed, or hold until it answers.
+    on_store_error: OnStoreError = "send"
     max_buffer_events: int = field(default=10_000, metadata={"check": _positive})
     max_buffer_bytes: int = field(default=16 * 1024 * 1024, metadata={"check": _positive})
     max_batch_events: int = field(default=100, metadata={"check": _positive})

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import math
 import os
+import re
 import select
 import socket
 import subprocess
@@ -15,15 +17,18 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 import redis
+import redis.asyncio
 import redis.exceptions
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from optibase_edge import RedisStore
 from tests.support.net import LOOPBACK, bound_socket, free_port
+from tests.support.redis_server import RedisServer
 from tests.support.stores import BOTH_SITES, FIRST_SITE, conversions_from_two_sites
 
 pytestmark = pytest.mark.anyio
@@ -65,13 +70,15 @@ async def test_first_claim_wins_second_loses(store: RedisStore) -> None:
     assert await store.claim("event-2", 60) is True
 
 
-async def test_claim_is_one_set_nx_px_on_a_bounded_key(store: RedisStore, raw: redis.Redis) -> None:
+async def test_claim_is_a_set_nx_px_of_a_token_on_a_bounded_key(
+    store: RedisStore, raw: redis.Redis
+) -> None:
     long_key = "x" * 1_000_000 + "\ud800"
     assert await store.claim(long_key, 30) is True
     keys = list(raw.scan_iter(match=store.prefix + "*"))
     assert keys == [store.redis_key(long_key).encode()]
     assert len(keys[0]) == len(store.prefix) + 32
-    assert raw.get(keys[0]) == b"1"
+    assert re.fullmatch(rb"[0-9a-f]{16}", cast(bytes, raw.get(keys[0])))
     assert 0 < raw.pttl(keys[0]) <= 30_000
 
 
@@ -247,13 +254,20 @@ async def test_silent_server_times_out() -> None:
         await s.aclose()
 
 
-async def test_a_lost_reply_is_an_error_and_the_set_is_not_resent() -> None:
-    # A fake server that answers the handshake, then drops the connection on
-    # SET, as if the reply had been lost. A client that resent the SET would
-    # report our own claim as someone else's: it must raise instead, once.
-    sets: list[list[bytes]] = []
+class LossyRedis:
+    """Just enough of a Redis server for claims: SET NX PX and GET, on one dict.
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    The first *lose* SETs are recorded and then their connection dropped,
+    unanswered: replies lost after the claim was made. Every command it saw is
+    in :attr:`seen`.
+    """
+
+    def __init__(self, lose: int) -> None:
+        self.values: dict[bytes, bytes] = {}
+        self.seen: list[list[bytes]] = []
+        self.lose = lose
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while line := await reader.readline():
                 assert line.startswith(b"*"), line
@@ -261,25 +275,77 @@ async def test_a_lost_reply_is_an_error_and_the_set_is_not_resent() -> None:
                 for _ in range(int(line[1:])):
                     size = int((await reader.readline())[1:])
                     args.append((await reader.readexactly(size + 2))[:-2])
-                if args[0].upper() == b"SET":
-                    sets.append(args)
+                self.seen.append(args)
+                answer = self._answer(args)
+                if args[0].upper() == b"SET" and self.lose > 0:
+                    self.lose -= 1
                     break
-                writer.write(b"+OK\r\n")
+                writer.write(answer)
                 await writer.drain()
         finally:
             writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    s = RedisStore(f"redis://127.0.0.1:{port}/0", prefix="p:", socket_timeout=1)
+    def _answer(self, args: list[bytes]) -> bytes:
+        command = args[0].upper()
+        if command == b"SET":
+            if args[1] in self.values:
+                return b"_\r\n"  # RESP3 null: the client says HELLO 3
+            self.values[args[1]] = args[2]
+            return b"+OK\r\n"
+        if command == b"GET":
+            value = self.values.get(args[1])
+            return b"_\r\n" if value is None else b"$%d\r\n%s\r\n" % (len(value), value)
+        return b"+OK\r\n"  # the client's handshake
+
+    def sets(self) -> list[list[bytes]]:
+        return [args for args in self.seen if args[0].upper() == b"SET"]
+
+
+@contextlib.asynccontextmanager
+async def lossy_redis(lose: int) -> AsyncIterator[tuple[LossyRedis, str]]:
+    fake = LossyRedis(lose)
+    server = await asyncio.start_server(fake.handle, LOOPBACK, 0)
     try:
-        with pytest.raises(redis.exceptions.ConnectionError):
-            await s.claim("k", 1.5)
+        yield fake, f"redis://{LOOPBACK}:{server.sockets[0].getsockname()[1]}/0"
     finally:
-        await s.aclose()
         server.close()
         await server.wait_closed()
-    assert sets == [[b"SET", s.redis_key("k").encode(), b"1", b"NX", b"PX", b"1500"]]
+
+
+@pytest.mark.parametrize("client", ["url", "decoding"])
+async def test_a_lost_reply_is_resent_once_and_the_claim_recognises_itself(client: str) -> None:
+    # A client that resent the SET without reading back its token would take
+    # its own claim for someone else's, and the event would never be sent.
+    async with lossy_redis(lose=1) as (fake, url):
+        ready = redis.asyncio.Redis.from_url(url, decode_responses=True)  # reads str, not bytes
+        s = RedisStore(url if client == "url" else ready, prefix="p:", socket_timeout=1)
+        try:
+            assert await s.claim("k", 1.5) is True
+            assert await s.claim("k", 1.5) is False
+        finally:
+            await s.aclose()
+            await ready.aclose()
+    first, resent, _ = fake.sets()
+    assert first[:2] == [b"SET", s.redis_key("k").encode()]
+    assert first[3:] == [b"NX", b"PX", b"1500"]
+    assert resent == first  # the same token
+
+
+async def test_a_claim_that_raised_is_recognised_by_the_next_claim_of_its_key() -> None:
+    async with lossy_redis(lose=2) as (fake, url):
+        s = RedisStore(url, prefix="p:", socket_timeout=1)
+        other = RedisStore(url, prefix="p:", socket_timeout=1)
+        try:
+            with pytest.raises(redis.exceptions.ConnectionError):
+                await s.claim("k", 1.5)
+            assert len(fake.sets()) == 2  # the one resend, then the error
+            assert await other.claim("k", 1.5) is False  # recorded: the others see it taken
+            assert await s.claim("k", 1.5) is True  # and this store knows it as its own, once
+            assert await s.claim("k", 1.5) is False
+        finally:
+            await s.aclose()
+            await other.aclose()
+    assert fake.sets()[3][2] == fake.sets()[0][2]  # the retry reused the lost claim's token
 
 
 @pytest.mark.parametrize(
@@ -359,3 +425,118 @@ async def test_claim_many_reports_a_dead_server() -> None:
     store = RedisStore(f"redis://127.0.0.1:{free_port()}/0", socket_timeout=0.5)
     with pytest.raises(redis.RedisError):
         await store.claim_many(["a", "b"], 60)
+
+
+# -- a ready client -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("decode_responses", [False, True])
+async def test_a_ready_client_claims_alongside_a_url_store(
+    redis_url: str, decode_responses: bool
+) -> None:
+    client = redis.asyncio.Redis.from_url(redis_url, decode_responses=decode_responses)
+    prefix = fresh_prefix()
+    given, made = RedisStore(client, prefix=prefix), RedisStore(redis_url, prefix=prefix)
+    try:
+        assert await given.claim_many(["a", "b", "a"], 60) == [True, True, False]
+        assert await made.claim_many(["a", "b", "c"], 60) == [False, False, True]
+        assert await given.claim("c", 60) is False
+        await given.aclose()
+        assert await client.ping()  # not the store's to close
+    finally:
+        await made.aclose()
+        await client.aclose()
+
+
+@pytest.mark.parametrize(
+    "client", [redis.Redis(), object(), "not a url"], ids=["sync", "object", "str"]
+)
+def test_what_is_not_an_asyncio_client_is_refused(client: object) -> None:
+    with pytest.raises((TypeError, ValueError), match=r"asyncio|URL scheme"):
+        RedisStore(client)  # type: ignore[arg-type]
+
+
+class ClusterShapedClient:
+    """Records claims the way a ``redis.asyncio.RedisCluster`` takes them.
+
+    Its pipeline refuses a transaction and two keys of a command in one call
+    (a cluster routes each command by its one key's slot), and answers like a
+    server where ``taken`` keys exist with another token.
+    """
+
+    def __init__(self, taken: set[str]) -> None:
+        self.taken = taken
+        self.commands: list[tuple[str, ...]] = []
+        self.transaction: object = None
+
+    def pipeline(self, transaction: object = None) -> ClusterShapedClient:
+        self.transaction = transaction
+        if transaction:
+            raise redis.exceptions.RedisClusterException("keys in different slots")
+        return self
+
+    async def __aenter__(self) -> ClusterShapedClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def set(self, key: str, value: str, *, nx: bool, px: int) -> None:
+        assert nx and px > 0
+        self.commands.append(("SET", key, value))
+
+    def get(self, key: str) -> None:
+        self.commands.append(("GET", key))
+
+    async def execute(self) -> list[object]:
+        replies: list[object] = []
+        values = {key: "someone else's" for key in self.taken}
+        for command in self.commands:
+            if command[0] == "SET":
+                created = command[1] not in values
+                values.setdefault(command[1], command[2])
+                replies.append(True if created else None)
+            else:
+                replies.append(values[command[1]].encode())
+        return replies
+
+
+async def test_claims_take_the_shape_a_cluster_client_accepts() -> None:
+    fake = ClusterShapedClient(taken=set())
+    store = RedisStore(fake, prefix="p:")  # type: ignore[arg-type]
+    fake.taken = {store.redis_key("taken")}
+    assert await store.claim_many(["new", "taken", "other"], 60) == [True, False, True]
+    assert fake.transaction is False
+    assert [c[:2] for c in fake.commands] == [
+        (name, store.redis_key(key)) for key in ("new", "taken", "other") for name in ("SET", "GET")
+    ]
+    await store.aclose()
+
+
+# -- a server that dies and comes back ----------------------------------------------
+
+
+@pytest.mark.parametrize("ready_client", [False, True], ids=["url", "ready-client"])
+async def test_claims_work_again_after_redis_is_killed_and_restarted(
+    redis_server: RedisServer, ready_client: bool
+) -> None:
+    client = (
+        redis.asyncio.Redis.from_url(redis_server.url, socket_timeout=1) if ready_client else None
+    )
+    store = RedisStore(client or redis_server.url, prefix="p:", socket_timeout=1)
+    try:
+        # Several pooled connections, all of which the kill leaves dead.
+        assert all(await asyncio.gather(*(store.claim(f"k{i}", 60) for i in range(8))))
+        redis_server.kill()
+        for _ in range(3):
+            with pytest.raises(redis.exceptions.ConnectionError):
+                await store.claim("during", 60)
+        redis_server.restart()
+        # Nothing persisted: every key is new, and each claim gets through the
+        # pool's stale connections without an error.
+        assert await asyncio.gather(*(store.claim(f"k{i}", 60) for i in range(8))) == [True] * 8
+        assert await store.claim_many(["during", "k0"], 60) == [True, False]
+    finally:
+        await store.aclose()
+        if client is not None:
+            await client.aclose()

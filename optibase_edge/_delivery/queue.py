@@ -5,11 +5,13 @@ request path left it), ``in_hand`` (taken by the sender for claiming),
 ``ready`` (encoded, waiting for a batch), ``outstanding`` (in a batch being
 sent or in backoff). It leaves them exactly once, as sent, dropped, failed or
 deduped; or it is left behind in the spool at shutdown, still pending, for the
-next process. So at every moment::
+next process. A once-only event whose claim failed may, under
+``on_store_error="hold"``, wait in a fifth place, ``held``, between
+``in_hand`` and ``ready``, until the store answers. So at every moment::
 
     accepted == sent + dropped + failed + deduped + pending
 
-where ``pending`` counts the four places and the spooled. Every move goes
+where ``pending`` counts the five places and the spooled. Every move goes
 through a method here, which is what keeps that identity true. Plain data and
 no I/O: the sender decides when, this decides how much and counts.
 
@@ -46,12 +48,13 @@ COUNTERS = (
     "restored",
     "batches",
     "store_errors",
+    "sent_unclaimed",
 )
 Settled = Literal["sent", "failed"]
 
 
 class EventQueue:
-    """Bounded by event count (all four places) and by bytes (ready and outstanding)."""
+    """Bounded by event count (all five places) and by bytes (ready and outstanding)."""
 
     def __init__(self, max_events: int, max_bytes: int) -> None:
         self.max_events = max_events
@@ -61,6 +64,8 @@ class EventQueue:
         # Taken for claiming. Such an event may hold its claim already (the sender
         # was interrupted mid-claim), so it is never claimed again: sent as it is.
         self.in_hand: deque[Event] = deque()
+        # Once-only events whose claim failed, oldest first, to be claimed again.
+        self.held: deque[Event] = deque()
         self.ready: deque[bytes] = deque()
         self._ready_bytes = 0
         self._outstanding: dict[int, list[bytes]] = {}
@@ -115,6 +120,22 @@ class EventQueue:
         """Move up to *count* incoming events in hand."""
         incoming = self.incoming
         self.in_hand.extend(incoming.popleft() for _ in range(min(count, len(incoming))))
+
+    def take_held(self, count: int) -> None:
+        """Move up to *count* held events in hand, oldest first, to be claimed again."""
+        held = self.held
+        self.in_hand.extend(held.popleft() for _ in range(min(count, len(held))))
+
+    def hold(self, events: list[Event], *, first: bool) -> None:
+        """Hold *events*, just taken from in hand, until the store answers.
+
+        *first*: they were held before (and taken back for another try), so they
+        go back ahead of the others, in their order.
+        """
+        if first:
+            self.held.extendleft(reversed(events))
+        else:
+            self.held.extend(events)
 
     def make_ready(self, message: bytes) -> bool:
         """Queue an encoded message for batching; False (dropped) over the byte bound."""
@@ -195,13 +216,15 @@ class EventQueue:
     # -- out, at shutdown -------------------------------------------------------------
 
     def drain(self, encode: Callable[[Event], bytes | None]) -> list[bytes]:
-        """Empty all four places into a list of messages, oldest batch first.
+        """Empty all five places into a list of messages, oldest batch first.
 
         Events not yet encoded are encoded with *encode* (which counts its own
         failures); the result must then be :meth:`left_behind` or :meth:`lost`.
         """
-        messages = [m for e in (*self.in_hand, *self.incoming) if (m := encode(e)) is not None]
+        unsent = (*self.in_hand, *self.held, *self.incoming)
+        messages = [m for e in unsent if (m := encode(e)) is not None]
         self.in_hand.clear()
+        self.held.clear()
         self.incoming.clear()
         messages.extend(self.ready)
         self.ready.clear()
@@ -224,8 +247,14 @@ class EventQueue:
     # -- reading ----------------------------------------------------------------------
 
     def buffered(self) -> int:
-        """Events held in memory, in any of the four places."""
-        return len(self.incoming) + len(self.in_hand) + len(self.ready) + self._outstanding_events
+        """Events held in memory, in any of the five places."""
+        return (
+            len(self.incoming)
+            + len(self.in_hand)
+            + len(self.held)
+            + len(self.ready)
+            + self._outstanding_events
+        )
 
     def held_bytes(self) -> int:
         """Bytes of encoded messages in memory (ready and outstanding): the byte bound's measure."""
@@ -235,4 +264,4 @@ class EventQueue:
         return self.buffered() + self._left_behind
 
     def stats(self) -> dict[str, int]:
-        return {**self.counts, "pending": self.pending()}
+        return {**self.counts, "pending": self.pending(), "held": len(self.held)}

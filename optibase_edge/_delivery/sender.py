@@ -23,6 +23,7 @@ from .._events import Event
 from .._segment import MAX_BATCH_EVENTS, EventTooLarge, encode, to_message
 from .._settings import Settings
 from . import spool
+from .breaker import Breaker
 from .log import RateLimitedLog
 from .queue import EventQueue
 from .retry import next_step
@@ -55,6 +56,7 @@ class Delivery:
         self._closed = False
         self._restored = False
         self._log = RateLimitedLog(settings.segment_write_key)
+        self._breaker = Breaker()
 
     # -- the request path -------------------------------------------------------------
 
@@ -215,8 +217,12 @@ class Delivery:
                 self._notify_if_idle()
                 self._sender_idle = True
                 self._wakeup.clear()
+                # Held events are tried again once the breaker lets the store be asked.
+                retry_in = self._breaker.wait() if queue.held else None
                 try:
-                    await self._wakeup.wait()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(retry_in):
+                            await self._wakeup.wait()
                 finally:
                     self._sender_idle = False
             if not self._hurry and len(queue.incoming) + len(queue.ready) < self._batch_limit:
@@ -238,34 +244,74 @@ class Delivery:
         while in_hand:  # left over from an interrupted claim: see EventQueue
             self._make_ready(in_hand[0])
             in_hand.popleft()
-        todo = len(queue.incoming)  # what is here now: a busy site can't keep us looping
+        # Held events first, as they are older; what is here now only, so that a
+        # busy site can't keep us looping. A failure stops the held ones' turn:
+        # the breaker is open again.
+        todo = len(queue.held)
+        while todo > 0 and self._breaker.allows():
+            take = min(todo, _CLAIM_CHUNK)
+            todo -= take
+            queue.take_held(take)
+            await self._claim_in_hand(retrying=True)
+        todo = len(queue.incoming)
         while todo > 0:
             take = min(todo, _CLAIM_CHUNK)
             todo -= take
             queue.take(take)
-            claims = iter(await self._claim([k for e in in_hand if (k := e.once_key) is not None]))
-            while in_hand:
-                event = in_hand.popleft()
-                if event.once_key is not None and not next(claims):
-                    queue.settle_unsent("deduped")
-                else:
-                    self._make_ready(event)
+            await self._claim_in_hand(retrying=False)
 
-    async def _claim(self, keys: list[str]) -> list[bool]:
+    async def _claim_in_hand(self, *, retrying: bool) -> None:
+        """Claim the once-only events in hand, then settle each event in hand.
+
+        A claim that failed (or was not tried: the breaker is open) leaves the
+        event to ``on_store_error``: sent unclaimed, or held (*retrying*: back
+        ahead of the other held events, where it was).
+        """
+        queue = self._queue
+        in_hand = queue.in_hand
+        claimed = await self._claim([k for e in in_hand if (k := e.once_key) is not None])
+        claims = None if claimed is None else iter(claimed)
+        hold = self._settings.on_store_error == "hold"
+        held: list[Event] = []
+        while in_hand:
+            event = in_hand.popleft()
+            if event.once_key is None:
+                self._make_ready(event)
+            elif claims is not None:
+                if next(claims):
+                    self._make_ready(event)
+                else:
+                    queue.settle_unsent("deduped")
+            elif hold:
+                held.append(event)
+            else:
+                queue.counts["sent_unclaimed"] += 1
+                self._make_ready(event)
+        if held:
+            queue.hold(held, first=retrying)
+
+    async def _claim(self, keys: list[str]) -> list[bool] | None:
+        """What the store answers for *keys*; None when it failed or was not asked."""
         if not keys:
             return []
+        if not self._breaker.allows():
+            return None  # it failed a moment ago: the policy applies without a wait
         try:
             # A store that hangs must not stall every batch behind it.
             async with asyncio.timeout(self._settings.request_timeout):
                 claimed = await self._store.claim_many(keys, self._settings.dedupe_ttl)
             if len(claimed) != len(keys):
                 raise ValueError(f"claim_many answered {len(claimed)} of {len(keys)} keys")
-            return claimed
         except Exception as exc:
-            # At-least-once beats never: Segment's own messageId dedupe backs us up.
+            self._breaker.failed()
             self._queue.counts["store_errors"] += len(keys)
-            self._log.warning("store", f"optibase: dedupe store unavailable ({exc!r}); sending")
-            return [True] * len(keys)
+            # "send": at-least-once beats never, and Segment's own messageId dedupe
+            # backs us up. "hold": the events wait, within the buffer's bound.
+            then = "sending" if self._settings.on_store_error == "send" else "holding"
+            self._log.warning("store", f"optibase: dedupe store unavailable ({exc!r}); {then}")
+            return None
+        self._breaker.succeeded()
+        return claimed
 
     def _make_ready(self, event: Event) -> None:
         message = self._encode(event)

@@ -8,9 +8,11 @@
 * :mod:`.polling`: waiting, boundedly, for something to become true.
 * :mod:`.events`: ``Identify``, ``ExperimentViewed`` and ``ConversionTriggered`` records.
 * :mod:`.stores`: a dedupe store exercised the way delivery uses it.
-* :mod:`.redis_server` and :mod:`.browser`: the ``redis_url`` and ``browser``/``page``
-  fixtures, registered for every module by ``tests/conftest.py``.
+* :mod:`.redis_server` and :mod:`.browser`: the ``redis_url``, ``redis_server`` (one to kill
+  and restart) and ``browser``/``page`` fixtures, registered for every module by
+  ``tests/conftest.py``.
 * :mod:`.ci`: skip for a missing service, except under CI, where that fails.
+* :mod:`.outage_site`: the site ``tests/test_redis_outage.py`` runs under four uvicorn workers.
 * :mod:`.dashboard`: the sink dashboard's results read off its HTML or a live page, and checked
   against ``experiment_results()``; :mod:`.artefacts`: where screenshots go.
 """

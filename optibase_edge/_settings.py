@@ -88,7 +88,7 @@ class Settings:
     dedupe_ttl: float = field(default=400.0 * _DAY, metadata={"check": _positive})
     max_buffer_events: int = field(default=10_000, metadata={"check": _positive})
     max_buffer_bytes: int = field(default=16 * 1024 * 1024, metadata={"check": _positive})
-    max_batch_events: int = field(default=100, metadata={"check": _positive})
+    max_batch_events: int = field(default=500, metadata={"check": _positive})
     flush_interval: float = field(default=0.5, metadata={"check": _positive})
     max_in_flight: int = field(default=4, metadata={"check": _positive})
     request_timeout: float = field(default=10.0, metadata={"check": _positive})

@@ -50,6 +50,7 @@ class Delivery:
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._slots = asyncio.Semaphore(settings.max_in_flight)
+        self._sending = 0  # batch tasks waiting for or holding a slot (not in backoff)
         self._sender_idle = False  # the sender waits for a first event: submit wakes it
         self._hurry = 0  # flushes in progress: batches go out without waiting to fill
         self._closed = False
@@ -141,6 +142,7 @@ class Delivery:
             self._wakeup = asyncio.Event()
             self._idle = asyncio.Event()
             self._slots = asyncio.Semaphore(self._settings.max_in_flight)
+            self._sending = 0
             self._hurry = 0
             self._sender_idle = False
         self._task = loop.create_task(self._run(), name="optibase-delivery")
@@ -211,7 +213,7 @@ class Delivery:
         queue = self._queue
         interval = self._settings.flush_interval
         while True:
-            if not queue.incoming and not queue.in_hand and not queue.ready:
+            if not queue.incoming and not queue.in_hand and not self._can_dispatch():
                 self._notify_if_idle()
                 self._sender_idle = True
                 self._wakeup.clear()
@@ -239,7 +241,13 @@ class Delivery:
             self._make_ready(in_hand[0])
             in_hand.popleft()
         todo = len(queue.incoming)  # what is here now: a busy site can't keep us looping
+        first = True
         while todo > 0:
+            if not first:
+                # Each chunk costs about a millisecond of encoding: pages are served
+                # between chunks rather than after the whole backlog.
+                await asyncio.sleep(0)
+            first = False
             take = min(todo, _CLAIM_CHUNK)
             todo -= take
             queue.take(take)
@@ -285,12 +293,25 @@ class Delivery:
             self._log.warning("encode", f"optibase: could not encode an event: {exc!r}")
         return None
 
+    def _can_dispatch(self) -> bool:
+        return bool(self._queue.ready) and self._sending < self._settings.max_in_flight
+
     def _dispatch_batches(self) -> None:
-        while (taken := self._queue.next_batch(self._batch_limit)) is not None:
+        """Cut batches from the ready messages while a send slot is free.
+
+        Cutting them all at once made a backlog into many small batches queued
+        for a slot; each send costs about as much whatever its size, so at
+        saturation the sender fell behind and the buffer overflowed. Waiting for
+        a slot makes a backlog into full batches instead.
+        """
+        while self._can_dispatch():
+            taken = self._queue.next_batch(self._batch_limit)
+            assert taken is not None  # ready is not empty
             self._start_batch(*taken, time.monotonic() + self._settings.retry_max_time)
 
     def _start_batch(self, key: int, messages: list[bytes], deadline: float) -> None:
         assert self._loop is not None
+        self._sending += 1
         task = self._loop.create_task(self._deliver(key, messages, deadline))
         self._batch_tasks.add(task)
         task.add_done_callback(self._batch_tasks.discard)
@@ -299,7 +320,9 @@ class Delivery:
         # A cancelled delivery leaves its batch outstanding: aclose() spools it, a
         # new loop takes it back. Only a settled step takes it off the books.
         queue = self._queue
+        loop = self._loop
         attempt = 0
+        sending = True  # counted in self._sending
         try:
             while True:
                 async with self._slots:
@@ -340,10 +363,24 @@ class Delivery:
                     return
                 self._log.warning("retry", f"optibase: batch not delivered ({what}); retrying")
                 queue.counts["retried"] += 1
+                # In backoff this batch frees its place for a new one: an outage costs
+                # each batch its own waits, and never holds up the ones behind it.
+                sending = False
+                self._sending -= 1
+                self._dispatch_batches()
                 await asyncio.sleep(step.wait)
+                sending = True
+                self._sending += 1
                 attempt += 1
         finally:
-            self._notify_if_idle()
+            # Only for this loop's tasks: an abandoned loop's coroutine closed later
+            # (collected) must not touch the counters of the loop that took over.
+            if loop is self._loop:
+                if sending:
+                    self._sending -= 1
+                if not self._closed:
+                    self._dispatch_batches()
+                self._notify_if_idle()
 
     async def _send(self, messages: list[bytes]) -> Outcome:
         try:

@@ -619,15 +619,19 @@ async def test_a_torn_line_does_not_swallow_the_next_writer(tmp_path: Path) -> N
     await reader.aclose()
 
 
-async def test_restored_spool_respects_the_buffer_bound(tmp_path: Path) -> None:
+async def test_a_spool_bigger_than_the_buffer_is_taken_back_as_room_allows(tmp_path: Path) -> None:
     spool = tmp_path / "spool.jsonl"
     spool.write_bytes(spool_lines(*(message(f"m{i}") for i in range(30))))
     fake = FakeTransport()
     delivery = new(fake, tmp_path, max_buffer_events=20)
     await delivery.start()
     stats = delivery.stats()
-    assert (stats["restored"], stats["dropped"], stats["pending"]) == (30, 10, 20)
+    # Half the buffer at a time, the rest left in the spool: nothing dropped.
+    assert (stats["restored"], stats["dropped"], stats["pending"]) == (10, 0, 10)
     assert await delivery.flush(2) and balanced(delivery.stats())
+    stats = delivery.stats()
+    assert (stats["restored"], stats["sent"], stats["dropped"]) == (30, 30, 0)
+    assert sorted(ids_of(fake.delivered)) == sorted(f"m{i}" for i in range(30))
     await delivery.aclose()
 
 

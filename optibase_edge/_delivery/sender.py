@@ -449,9 +449,9 @@ class Delivery:
         return bool(queue.buffered() or queue.overflow or spooled)
 
     def _room_to_take_back(self) -> int:
-        # Up to half the buffer, so that a busy site's own events still find room
-        # rather than going straight back to the spool.
-        return self._queue.max_events // 2 - self._queue.buffered()
+        # Up to half the buffer (rounded up: a buffer of one takes one), so that a
+        # busy site's own events still find room rather than go to the spool.
+        return (self._queue.max_events + 1) // 2 - self._queue.buffered()
 
     def _spool_work(self) -> bool:
         queue = self._queue
@@ -486,6 +486,8 @@ class Delivery:
             if records:
                 await asyncio.sleep(0)  # encoding is the loop's time: pages between chunks
             records += queue.take_overflow(_CLAIM_CHUNK, self._record)
+        # Before the write: a flush() meanwhile must wait for these to come back.
+        self._spool_may_hold = True
         try:
             await spool.append(records)
         except Exception as exc:
@@ -496,7 +498,6 @@ class Delivery:
                 f"{len(records)} events lost",
             )
             return
-        self._spool_may_hold = True
 
     async def _take_back(self, spool: Spool) -> None:
         """Take back from the spool as much as there is room for; claim what needs it."""

@@ -44,9 +44,9 @@ class QueueMachine(RuleBasedStateMachine):
         self.made = 0
         self.overflow = False
 
-    @initialize(overflow=st.booleans())
-    def with_or_without_a_spool(self, overflow: bool) -> None:
-        self.queue = EventQueue(max_events=8, max_bytes=1_500, overflow=overflow)
+    @initialize(overflow=st.booleans(), max_events=st.integers(1, 8))
+    def with_or_without_a_spool(self, overflow: bool, max_events: int) -> None:
+        self.queue = EventQueue(max_events=max_events, max_bytes=1_500, overflow=overflow)
         self.overflow = overflow
 
     @rule(closed=st.booleans(), beacon=st.booleans(), deferrable=st.booleans())

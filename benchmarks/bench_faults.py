@@ -17,10 +17,17 @@ Two load mixes, one after the other on the same servers:
 
 Reported: p99 and requests/s of each, the p99 ratio hanging/healthy, and each
 server's delivery counters at the end.
+
+Then the saturation row (goal: 0 dropped): a fresh uvicorn worker against the
+healthy sink over real HTTP on 127.0.0.1, loaded by wrk -c32 with nothing but
+new visitors (4 events a request) for a bounded time (15 s; 5 s with --quick),
+its delivery left to finish, and its ``dropped`` counter read. Default
+settings, no spool: the sender itself must keep up.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from .bench_http import BROWSER_HEADERS, OTHER_COOKIES, interleaved_load, optibase_cookie
@@ -28,9 +35,12 @@ from .config import Config
 from .loopback import http_json
 from .report import Row, SectionResult, fmt_ms
 from .rounds import median, paired_ratio
-from .servers import servers, sink_server, uvicorn_server
+from .servers import Server, servers, sink_server, uvicorn_server
+from .wrk import run_wrk
 
 NEW_EVERY = 10
+SATURATION_CONNECTIONS = 32
+SETTLE_POLLS = 120  # x 0.25 s: how long delivery may take to finish after the load
 
 
 def run(cfg: Config) -> SectionResult:
@@ -75,6 +85,7 @@ def run(cfg: Config) -> SectionResult:
                     "hanging": http_json(hanging.url + "/_bench/stats"),
                 }
             sink_counts = http_json(healthy_sink.url + "/count")
+        saturation = saturate(healthy_sink, cfg)
     s = "6 faults"
     ratios = {}
     for mix, label in (("mixed", "10% new visitors"), ("all_new", "100% new, stress")):
@@ -118,6 +129,19 @@ def run(cfg: Config) -> SectionResult:
                 None,
             ),
         ]
+    dropped, accepted = saturation["stats"]["dropped"], saturation["stats"]["accepted"]
+    result.rows.append(
+        Row(
+            s,
+            "100 % new visitors at saturation, Segment healthy: dropped",
+            f"{dropped:,}",
+            f"of {accepted:,} events, {saturation['sink_messages']:,} at the sink",
+            f"{saturation['load']['rps']:,.0f} req/s, wrk -c{SATURATION_CONNECTIONS} "
+            f"{saturation['seconds']:g} s",
+            "= 0",
+            dropped == 0,
+        )
+    )
     errors = sum(x["errors"] for m in raw.values() for v in m.values() for x in v)
     if errors:
         result.notes.append(f"faults: {errors} non-2xx/socket errors during the load")
@@ -130,5 +154,41 @@ def run(cfg: Config) -> SectionResult:
         "errors": errors,
         "optibase_stats_after_each_mix": stats,
         "healthy_sink_counts": sink_counts,
+        "saturation": saturation,
     }
     return result
+
+
+def saturate(sink: Server, cfg: Config) -> dict[str, Any]:
+    """One uvicorn worker under wrk, all new visitors, against *sink*; its counters after.
+
+    The sink's counters are reset first, so what it reports is this site's. The
+    site's delivery is given up to ``SETTLE_POLLS`` polls to send what is
+    pending once the load stops; ``dropped`` does not change after the load.
+    """
+    seconds = max(5.0, 5 * cfg.fault_duration)
+    http_json(sink.url + "/reset", method="POST")
+    site = uvicorn_server(
+        "site-saturated", "benchmarks.apps:create_wrapped_app", {"BENCH_SEGMENT_ENDPOINT": sink.url}
+    )
+    with servers(site):
+        load = run_wrk(
+            site.url + "/",
+            duration=seconds,
+            connections=SATURATION_CONNECTIONS,
+            threads=cfg.http_threads,
+            headers=BROWSER_HEADERS,
+        )
+        stats = http_json(site.url + "/_bench/stats")
+        for _ in range(SETTLE_POLLS):
+            if stats.get("pending", 0) == 0:
+                break
+            time.sleep(0.25)
+            stats = http_json(site.url + "/_bench/stats")
+    counts = http_json(sink.url + "/count")
+    return {
+        "seconds": seconds,
+        "load": load.as_dict(),
+        "stats": stats,
+        "sink_messages": counts["messages"].get("optibase-edge", 0),
+    }

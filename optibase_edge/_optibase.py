@@ -91,7 +91,7 @@ class Optibase:
         dedupe_store: DedupeStore | None = None,
         transport: Transport | None = None,
         events_path: str | os.PathLike[str] | None = None,
-        spool_path: str | os.PathLike[str] | None = Settings.spool_path,
+        spool_path: str | os.PathLike[str] | None = None,
         cookie_name: str = Settings.cookie_name,
         cookie_max_age: int = Settings.cookie_max_age,
         cookie_secure: bool | None = Settings.cookie_secure,
@@ -131,7 +131,8 @@ class Optibase:
                 events_path=events_path,
             ),
             segment_endpoint=segment_endpoint,
-            spool_path=None if spool_path is None else Path(spool_path),
+            # A path or a Redis URL, as given: Settings conforms it.
+            spool_path=cast(Path | None, spool_path),
             cookie_name=cookie_name,
             cookie_max_age=cookie_max_age,
             cookie_secure=cookie_secure,
@@ -261,6 +262,14 @@ class Optibase:
         unless Segment then refused them); ``held`` the once-only events
         ``on_store_error="hold"`` keeps right now, waiting for the store (part
         of ``pending``).
+
+        With ``spool_path`` set, an event that finds the buffer full is not
+        dropped but ``overflowed``: appended to the spool (pending there) and
+        taken back when there is room, its once-only key claimed then. Also
+        ``spooled`` (left in the spool at shutdown), ``restored`` (taken back
+        from it, by this process or the next) and ``spool_skipped`` (unreadable
+        records there, skipped). An overflowed event the spool could not take
+        counts ``failed``.
         """
         return self._delivery.stats()
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from ._config import ConfigError, Conversion, Test, check_unique
 from ._proxies import IpMode, parse_networks
@@ -43,6 +44,41 @@ _QUERY_NAME = re.compile(r"^[A-Za-z0-9_.~-]+\Z")
 _DAY = 24 * 3600
 MIN_SECRET_KEY_LENGTH = 32
 _SECRET_FIELDS = frozenset({"secret_keys", "segment_write_key"})
+
+
+@dataclass(frozen=True, slots=True)
+class RedisUrl:
+    """A ``redis://`` or ``rediss://`` URL, checked: a host, a valid port and database.
+
+    What ``spool_path`` holds when the spool is a Redis list; a string with one
+    of those schemes becomes one.
+    """
+
+    url: str = field(repr=False)
+
+    def __post_init__(self) -> None:
+        try:
+            parts = urlsplit(self.url)
+            parts.port  # noqa: B018  (raises on a bad port)
+        except ValueError as exc:
+            raise ValueError(f"not a Redis URL: {exc}") from None
+        if parts.scheme.lower() not in ("redis", "rediss") or not parts.hostname:
+            raise ValueError("a Redis URL is redis://HOST[:PORT][/DB] or rediss://...")
+        database = parts.path[1:]
+        if database and not (database.isascii() and database.isdigit()):
+            raise ValueError(f"the database in a Redis URL is a number, not {database!r}")
+
+    def redacted(self) -> str:
+        """The URL without its password, for logs and errors."""
+        parts = urlsplit(self.url)
+        if parts.password is None:
+            return self.url
+        host = parts.netloc.rsplit("@", 1)[1]
+        user = f"{parts.username}:***@" if parts.username else ":***@"
+        return urlunsplit(parts._replace(netloc=user + host))
+
+    def __repr__(self) -> str:
+        return f"RedisUrl({self.redacted()!r})"
 
 
 def _positive(name: str, value: float) -> None:
@@ -79,7 +115,8 @@ class Settings:
     segment_region: Region = "us"
     segment_endpoint: str | None = None
     events_path: Path = Path("optibase-events.jsonl")
-    spool_path: Path | None = None
+    # A file, or a Redis list (a redis:// or rediss:// URL) that outlives the host.
+    spool_path: RedisUrl | Path | None = None
     cookie_name: str = "optibase_vid"
     cookie_max_age: int = field(default=400 * _DAY, metadata={"check": _positive})
     cookie_secure: bool | None = None
@@ -91,7 +128,7 @@ class Settings:
     on_store_error: OnStoreError = "send"
     max_buffer_events: int = field(default=10_000, metadata={"check": _positive})
     max_buffer_bytes: int = field(default=16 * 1024 * 1024, metadata={"check": _positive})
-    max_batch_events: int = field(default=100, metadata={"check": _positive})
+    max_batch_events: int = field(default=500, metadata={"check": _positive})
     flush_interval: float = field(default=0.5, metadata={"check": _positive})
     max_in_flight: int = field(default=4, metadata={"check": _positive})
     request_timeout: float = field(default=10.0, metadata={"check": _positive})
@@ -241,6 +278,10 @@ def from_environment(
 _HINTS: Mapping[str, Any] = typing.get_type_hints(Settings)
 
 
+class _Refused(ConfigError):
+    """A value that is recognisably meant as one option of a union, and is wrong."""
+
+
 def _conform(name: str, value: object, hint: Any, *, secret: bool = False) -> Any:
     """*value* as the type *hint* describes (an int for a float, a str for a Path), or raise.
 
@@ -254,6 +295,8 @@ def _conform(name: str, value: object, hint: Any, *, secret: bool = False) -> An
             if option is not type(None):
                 try:
                     return _conform(name, value, option, secret=secret)
+                except _Refused:
+                    raise
                 except ConfigError:
                     continue
     elif origin is Literal:
@@ -278,6 +321,15 @@ def _conform(name: str, value: object, hint: Any, *, secret: bool = False) -> An
     elif hint is int or hint is str or hint is bool:
         if isinstance(value, hint) and (hint is bool or not isinstance(value, bool)):
             return value
+    elif hint is RedisUrl:
+        if isinstance(value, RedisUrl):
+            return value
+        if isinstance(value, str) and value.lower().startswith(("redis://", "rediss://")):
+            try:
+                return RedisUrl(value)
+            except ValueError as exc:
+                # Final, not handed on to a Path: a mistyped URL must not name a file.
+                raise _Refused(f"{name}: {exc}") from None
     elif hint is Path:
         if isinstance(value, str | os.PathLike) and os.fspath(value):
             return Path(value)
@@ -305,5 +357,7 @@ def _describe(hint: Any) -> str:
         return "a finite number"
     if hint is Path:
         return "a path"
+    if hint is RedisUrl:
+        return "a redis:// or rediss:// URL"
     names = {int: "an integer", str: "a string", bool: "true or false"}
     return names.get(hint, f"a {getattr(hint, '__name__', hint)}")

@@ -18,7 +18,7 @@ import pytest
 
 from optibase_edge import ConfigError, Conversion, ConversionType, Optibase, Test, Variant
 from optibase_edge._cookie import CookieCodec
-from optibase_edge._settings import SEGMENT_BASE_URLS, Settings
+from optibase_edge._settings import SEGMENT_BASE_URLS, RedisUrl, Settings
 
 LONG_KEY = "a-secret-key-of-32-characters-or-more"
 OLD = "old-" + "o" * 32
@@ -623,3 +623,28 @@ def test_from_file_missing(tmp_path: Path) -> None:
 
 def test_test_class_is_not_collected_by_pytest() -> None:
     assert Test.__test__ is False
+
+
+# -- spool_path: a file or a Redis list -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://127.0.0.1:6379/0", "rediss://:pw@cache.internal:6380/2", "REDIS://h"]
+)
+def test_spool_path_takes_a_redis_url(url: str) -> None:
+    spool = Optibase(spool_path=url).settings.spool_path
+    assert spool == RedisUrl(url) and "pw" not in repr(spool)
+
+
+def test_spool_path_takes_a_path_from_toml_too(tmp_path: Path) -> None:
+    config = tmp_path / "optibase.toml"
+    config.write_text('spool_path = "redis://127.0.0.1/1"\n', encoding="utf-8")
+    assert Optibase.from_file(config).settings.spool_path == RedisUrl("redis://127.0.0.1/1")
+    assert Optibase(spool_path=str(tmp_path / "s")).settings.spool_path == tmp_path / "s"
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://", "redis://:6379/0", "redis://h:port/0", "rediss://h/zero", "redis://h/1/2"]
+)
+def test_a_bad_redis_url_is_refused_naming_spool_path_not_taken_as_a_file(url: str) -> None:
+    raises_naming("spool_path", "Redis URL")(lambda: Optibase(spool_path=url))

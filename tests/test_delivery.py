@@ -619,15 +619,19 @@ async def test_a_torn_line_does_not_swallow_the_next_writer(tmp_path: Path) -> N
     await reader.aclose()
 
 
-async def test_restored_spool_respects_the_buffer_bound(tmp_path: Path) -> None:
+async def test_a_spool_bigger_than_the_buffer_is_taken_back_as_room_allows(tmp_path: Path) -> None:
     spool = tmp_path / "spool.jsonl"
     spool.write_bytes(spool_lines(*(message(f"m{i}") for i in range(30))))
     fake = FakeTransport()
     delivery = new(fake, tmp_path, max_buffer_events=20)
     await delivery.start()
     stats = delivery.stats()
-    assert (stats["restored"], stats["dropped"], stats["pending"]) == (30, 10, 20)
+    # Half the buffer at a time, the rest left in the spool: nothing dropped.
+    assert (stats["restored"], stats["dropped"], stats["pending"]) == (10, 0, 10)
     assert await delivery.flush(2) and balanced(delivery.stats())
+    stats = delivery.stats()
+    assert (stats["restored"], stats["sent"], stats["dropped"]) == (30, 30, 0)
+    assert sorted(ids_of(fake.delivered)) == sorted(f"m{i}" for i in range(30))
     await delivery.aclose()
 
 
@@ -809,3 +813,99 @@ def test_stats_identity_holds_at_every_step(
             spool.unlink()
 
     asyncio.run(asyncio.wait_for(scenario(), 10))
+
+
+# -- overflow to the spool ----------------------------------------------------------------
+
+
+class Gate:
+    """A transport that holds every send until opened: the buffer fills meanwhile."""
+
+    def __init__(self) -> None:
+        self.open = asyncio.Event()
+        self.delivered: list[bytes] = []
+
+    async def send(self, batch: Batch) -> Outcome:
+        await self.open.wait()
+        self.delivered.extend(batch.messages)
+        return Outcome(200)
+
+    async def aclose(self) -> None:
+        return None
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(size=st.integers(1, 12), count=st.integers(0, 60), in_flight=st.integers(1, 3))
+async def test_with_a_spool_a_full_buffer_loses_nothing_and_sends_each_event_once(
+    tmp_path_factory: pytest.TempPathFactory, size: int, count: int, in_flight: int
+) -> None:
+    gate = Gate()
+    delivery = new(
+        gate,
+        tmp_path_factory.mktemp("spool"),
+        max_buffer_events=size,
+        max_batch_events=3,
+        max_in_flight=in_flight,
+    )
+    await delivery.start()
+    batch = [identify(f"o{i}") for i in range(count)]  # once-only, every one
+    for event in batch:
+        assert delivery.submit(event)  # queued, or as good as queued: never refused
+        assert balanced(delivery.stats())
+        # The overflow (as big as the buffer) is on its way to the spool.
+        await wait_until_async(lambda: not delivery._queue.overflow, "the overflow spooled")
+        assert balanced(delivery.stats())
+    stats = delivery.stats()
+    assert (stats["dropped"], stats["deferred"]) == (0, 0)
+    assert stats["overflowed"] == max(0, count - size)
+    gate.open.set()
+    assert await delivery.flush(5)
+    stats = delivery.stats()
+    assert balanced(stats) and (stats["sent"], stats["pending"]) == (count, 0)
+    assert sorted(ids_of(gate.delivered)) == sorted(message_id(e) for e in batch)
+    await delivery.aclose()
+
+
+async def test_an_overflowed_once_only_event_is_claimed_when_taken_back(tmp_path: Path) -> None:
+    gate, store = Gate(), MemoryStore()
+    delivery = new(gate, tmp_path, store=store, max_buffer_events=2)
+    await delivery.start()
+    first, second, third = identify("a"), identify("b"), identify("c")
+    for event in (first, second, third):
+        delivery.submit(event)
+    assert delivery.stats()["overflowed"] == 1
+    # Another process sent the overflowed one meanwhile: its claim is in the store.
+    assert await store.claim(third.once_key, 60)
+    gate.open.set()
+    assert await delivery.flush(5)
+    stats = delivery.stats()
+    assert (stats["sent"], stats["deduped"], stats["dropped"]) == (2, 1, 0) and balanced(stats)
+    assert sorted(ids_of(gate.delivered)) == sorted(message_id(e) for e in (first, second))
+    await delivery.aclose()
+
+
+async def test_overflow_the_spool_cannot_take_is_counted_failed(tmp_path: Path) -> None:
+    gate = Gate()
+    delivery = new(gate, spool_path=tmp_path / "missing-dir" / "spool.jsonl", max_buffer_events=2)
+    await delivery.start()
+    for event in events(4):  # two in the buffer, two (as many) on their way to the spool
+        assert delivery.submit(event)
+    await wait_until_async(lambda: delivery.stats()["failed"] == 2, "the overflow counted failed")
+    stats = delivery.stats()
+    assert (stats["overflowed"], stats["dropped"], stats["pending"]) == (2, 0, 2) and balanced(
+        stats
+    )
+    gate.open.set()
+    assert await delivery.flush(5) and delivery.stats()["sent"] == 2
+    await delivery.aclose()
+
+
+async def test_without_a_spool_a_full_buffer_still_drops() -> None:
+    delivery = new(Gate(), max_buffer_events=2)
+    results = [delivery.submit(event) for event in [identify(f"d{i}") for i in range(4)]]
+    assert results == [True, True, False, False]
+    stats = delivery.stats()
+    assert (stats["overflowed"], stats["dropped"], stats["deferred"]) == (0, 2, 2)
+    await delivery.aclose(timeout=0)

@@ -9,11 +9,17 @@ from typing import Literal
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
 
 from optibase_edge._delivery.batching import take_batch
 from optibase_edge._delivery.queue import EventQueue
-from optibase_edge._events import Identify
+from optibase_edge._events import Event, Identify
 from optibase_edge._segment import BATCH_ENVELOPE_BYTES, MAX_BATCH_BYTES, batch_body
 from tests.support.accounting import balanced
 from tests.support.events import conversion
@@ -36,13 +42,39 @@ class QueueMachine(RuleBasedStateMachine):
         self.outstanding: list[tuple[int, list[bytes]]] = []
         self.spooled: list[bytes] = []
         self.made = 0
+        self.overflow = False
+
+    @initialize(overflow=st.booleans(), max_events=st.integers(1, 8))
+    def with_or_without_a_spool(self, overflow: bool, max_events: int) -> None:
+        self.queue = EventQueue(max_events=max_events, max_bytes=1_500, overflow=overflow)
+        self.overflow = overflow
 
     @rule(closed=st.booleans(), beacon=st.booleans(), deferrable=st.booleans())
     def accept(self, closed: bool, beacon: bool, deferrable: bool) -> None:
         self.made += 1
-        room = self.queue.has_room(beacon)
-        verdict = self.queue.accept(event(self.made), closed, beacon=beacon, deferrable=deferrable)
-        assert (verdict == "queued") == (room and not closed)
+        queue = self.queue
+        fits = queue.buffered() < queue.max_events if not beacon else queue.has_room(True)
+        overflows = self.overflow and not beacon and len(queue.overflow) < queue.max_events
+        assert queue.has_room(beacon) == (fits or overflows)
+        verdict = queue.accept(event(self.made), closed, beacon=beacon, deferrable=deferrable)
+        expected = "closed" if closed else "queued" if fits else "overflow" if overflows else "full"
+        assert verdict == expected
+
+    @precondition(lambda self: self.queue.overflow)
+    @rule(count=st.integers(1, 5), unencodable=st.booleans(), written=st.booleans())
+    def spool_overflow(self, count: int, unencodable: bool, written: bool) -> None:
+        def record(e: Event) -> bytes | None:
+            if unencodable:
+                self.queue.settle_unsent("failed")  # as the sender's encoder counts it
+                return None
+            return json.dumps({"v": e.visitor_id}).encode()
+
+        records = self.queue.take_overflow(count, record)
+        assert_balanced(self.queue)  # on their way: still pending
+        if written:
+            self.spooled.extend(records)
+        else:
+            self.queue.spool_failed(len(records))
 
     @rule(count=st.integers(1, 5))
     def take(self, count: int) -> None:
@@ -88,20 +120,30 @@ class QueueMachine(RuleBasedStateMachine):
         self.queue.take_back()
         self.outstanding.clear()
 
-    @rule(spool=st.booleans())
-    def drain(self, spool: bool) -> None:
-        drained = self.queue.drain(lambda e: json.dumps({"v": e.visitor_id}).encode())
+    @rule(spool=st.booleans(), written=st.booleans())
+    def drain(self, spool: bool, written: bool) -> None:
+        def encode(e: Event) -> bytes:
+            return json.dumps({"v": e.visitor_id}).encode()
+
+        drained = self.queue.drain(encode, encode)
+        assert not self.queue.overflow
         self.outstanding.clear()
         if spool:
             self.queue.left_behind(len(drained))
-            self.spooled.extend(drained)
+            assert_balanced(self.queue)
+            if written:
+                self.spooled.extend(drained)
+            else:
+                self.queue.spool_failed(len(drained))
         else:
             self.queue.lost(len(drained))
 
     @precondition(lambda self: self.spooled)
-    @rule(count=st.integers(1, 6))
-    def restore(self, count: int) -> None:
-        self.queue.restore(self.spooled[:count])
+    @rule(count=st.integers(1, 6), claimed_elsewhere=st.integers(0, 6), skipped=st.integers(0, 2))
+    def restore(self, count: int, claimed_elsewhere: int, skipped: int) -> None:
+        taken = self.spooled[:count]
+        deduped = min(claimed_elsewhere, len(taken))
+        self.queue.restore(taken[deduped:], deduped, skipped)
         del self.spooled[:count]
 
     @invariant()
@@ -110,8 +152,14 @@ class QueueMachine(RuleBasedStateMachine):
         assert balanced(stats) and min(stats.values()) >= 0, stats
         assert max(stats["deferred"], stats["beacons_dropped"]) <= stats["dropped"]
         assert self.queue.buffered() <= self.queue.max_events
+        assert len(self.queue.overflow) <= (self.queue.max_events if self.overflow else 0)
         held = sum(map(len, self.queue.ready)) + sum(len(m) for _, b in self.outstanding for m in b)
         assert self.queue.held_bytes() == held <= self.queue.max_bytes
+
+
+def assert_balanced(queue: EventQueue) -> None:
+    stats = queue.stats()
+    assert balanced(stats) and min(stats.values()) >= 0, stats
 
 
 TestQueueMachine = QueueMachine.TestCase
@@ -123,6 +171,23 @@ def test_a_full_queue_drops_and_counts() -> None:
     assert [queue.accept(event(i), closed=False) for i in range(3)] == ["queued", "queued", "full"]
     assert queue.accept(event(9), closed=True) == "closed"
     assert queue.stats()["dropped"] == 2 and queue.buffered() == 2
+
+
+def test_with_a_spool_a_full_buffer_overflows_instead_of_dropping() -> None:
+    queue = EventQueue(max_events=2, max_bytes=10_000, overflow=True)
+    verdicts = [queue.accept(event(i), closed=False) for i in range(5)]
+    # Two in the buffer, two (the buffer's count again) on their way to the spool.
+    assert verdicts == ["queued", "queued", "overflow", "overflow", "full"]
+    assert queue.accept(conversion(), closed=False, beacon=True) == "full"  # beacons: never
+    assert queue.accept(event(9), closed=True) == "closed"
+    stats = queue.stats()
+    # Overflowed once-only events were as good as queued: not deferred, still pending.
+    assert (stats["overflowed"], stats["dropped"], stats["deferred"]) == (2, 3, 2)
+    assert stats["pending"] == 4 and balanced(stats)
+    records = queue.take_overflow(10, lambda e: e.visitor_id.encode() if e.visitor_id else None)
+    assert records == [b"v2", b"v3"] and not queue.overflow
+    assert queue.stats()["pending"] == 4 and queue.in_spool() == 2
+    assert queue.accept(event(10), closed=False) == "overflow"  # room again on the way
 
 
 def test_beacons_get_less_than_half_the_events_and_the_rest_is_for_others() -> None:
@@ -188,7 +253,7 @@ def test_restoring_its_own_spool_does_not_count_events_twice() -> None:
     queue = EventQueue(max_events=10, max_bytes=10_000)
     for i in range(3):
         queue.accept(event(i), closed=False)
-    drained = queue.drain(lambda e: b"{}")
+    drained = queue.drain(lambda e: b"{}", lambda e: b"{}")
     queue.left_behind(len(drained))
     assert queue.stats()["pending"] == 3
     queue.restore([*drained, b"{}"])  # ours, and one another process left

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from optibase_edge import ConfigError, MemoryStore, Optibase
-from optibase_edge._delivery import breaker
+from optibase_edge._delivery import breaker, spool
 from optibase_edge._delivery.breaker import Breaker
 from optibase_edge._events import Event
 from tests.support.accounting import balanced
@@ -161,8 +161,34 @@ async def test_held_events_are_spooled_at_shutdown(quick_breaker: None, tmp_path
     stats = delivery.stats()
     assert (stats["spooled"], stats["pending"], stats["held"], stats["failed"]) == (3, 3, 0, 0)
     assert balanced(stats)
-    spooled = (tmp_path / "spool.jsonl").read_text().split()
-    assert sorted(json.loads(line)["anonymousId"] for line in spooled) == ["v0", "v1", "v2"]
+    lines = (tmp_path / "spool.jsonl").read_bytes().split()
+    records = [r for line in lines if (r := spool.parse(line)) is not None]
+    assert sorted(json.loads(r.message)["anonymousId"] for r in records) == ["v0", "v1", "v2"]
+    # Still unclaimed: whoever takes them claims their keys first.
+    assert all(r.once_key is not None for r in records)
+
+
+async def test_under_hold_the_spool_keeps_its_records_until_the_store_answers(
+    quick_breaker: None, tmp_path: Path
+) -> None:
+    """Records another process spooled, taken back while the store fails, go back there."""
+    first = new(FakeTransport(), tmp_path, store=BrokenStore(), on_store_error="hold")
+    for event in identifies(3):
+        first.submit(event)
+    await wait_until_async(lambda: first.stats()["held"] == 3, "three held")
+    await first.aclose(timeout=0.1)  # spooled, keys and all
+
+    fake, store = FakeTransport(), BrokenStore()
+    store.fail_next, store.down = 1, False  # the take-back's claim fails, then it answers
+    second = new(fake, tmp_path, store=store, on_store_error="hold")
+    await second.start()
+    assert store.failures == 1 and fake.delivered == []
+    await wait_until_async(lambda: len(fake.delivered) == 3, "sent once the store answers")
+    assert await second.flush(5)
+    assert sorted(anonymous_ids(fake)) == ["v0", "v1", "v2"]
+    stats = second.stats()
+    assert stats["sent_unclaimed"] == 0 and stats["sent"] == 3 and balanced(stats)
+    await second.aclose()
 
 
 async def test_held_events_without_a_spool_fail_at_shutdown(quick_breaker: None) -> None:

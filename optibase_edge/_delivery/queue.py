@@ -7,15 +7,23 @@ sent or in backoff). It leaves them exactly once, as sent, dropped, failed or
 deduped; or it is left behind in the spool at shutdown, still pending, for the
 next process. A once-only event whose claim failed may, under
 ``on_store_error="hold"``, wait in a fifth place, ``held``, between
-``in_hand`` and ``ready``, until the store answers. So at every moment::
+``in_hand`` and ``ready``, until the store answers. With a spool, an event
+that finds the buffer full waits in ``overflow`` until the sender appends it
+to the spool: ``overflowed`` rather than dropped, and pending in the spool
+until this process (when there is room) or another takes it back. So at every
+moment::
 
     accepted == sent + dropped + failed + deduped + pending
 
-where ``pending`` counts the five places and the spooled. Every move goes
+where ``pending`` counts the five places, the overflow and what this process
+put in the spool (or is putting there). Every move goes
 through a method here, which is what keeps that identity true. Plain data and
 no I/O: the sender decides when, this decides how much and counts.
 
-Two counters break ``dropped`` down, and are not in the identity: an event
+Counters outside the identity say what happened: ``overflowed`` (kept for the
+spool instead of dropped), ``spooled`` (left there at shutdown), ``restored``
+(taken back from it), ``spool_skipped`` (unreadable records there). Two
+counters break ``dropped`` down: an event
 refused at the door is ``accepted`` and ``dropped``, and, when it is a
 once-only event, ``deferred`` too (the request path does not remember it as
 sent, so it is emitted again when it next happens: a first-visit event on the
@@ -45,7 +53,9 @@ COUNTERS = (
     "retried",
     "oversized",
     "spooled",
+    "overflowed",
     "restored",
+    "spool_skipped",
     "batches",
     "store_errors",
     "sent_unclaimed",
@@ -54,13 +64,20 @@ Settled = Literal["sent", "failed"]
 
 
 class EventQueue:
-    """Bounded by event count (all five places) and by bytes (ready and outstanding)."""
+    """Bounded by event count (all five places) and by bytes (ready and outstanding).
 
-    def __init__(self, max_events: int, max_bytes: int) -> None:
+    With *overflow* (there is a spool), up to *max_events* more wait in
+    ``overflow`` for the spool; what finds that full too is dropped.
+    """
+
+    def __init__(self, max_events: int, max_bytes: int, overflow: bool = False) -> None:
         self.max_events = max_events
         self.max_bytes = max_bytes
         self.counts = dict.fromkeys(COUNTERS, 0)
         self.incoming: deque[Event] = deque()
+        # Found the buffer full; for the spool, where the next claim is made.
+        self.overflow: deque[Event] = deque()
+        self._overflow_limit = max_events if overflow else 0
         # Taken for claiming. Such an event may hold its claim already (the sender
         # was interrupted mid-claim), so it is never claimed again: sent as it is.
         self.in_hand: deque[Event] = deque()
@@ -71,18 +88,20 @@ class EventQueue:
         self._outstanding: dict[int, list[bytes]] = {}
         self._outstanding_events = 0
         self._outstanding_bytes = 0
-        self._left_behind = 0  # spooled at close: pending, in the next process's hands
+        self._left_behind = 0  # put in the spool by this process: pending, in its hands
         self._batch_ids = itertools.count()
 
     # -- in ---------------------------------------------------------------------------
 
     def accept(
         self, event: Event, closed: bool, beacon: bool = False, deferrable: bool = True
-    ) -> Literal["queued", "closed", "full"]:
+    ) -> Literal["queued", "overflow", "closed", "full"]:
         """Count *event* in, and queue it unless delivery is closed or there is no room.
 
         A *beacon* (a conversion a browser posted) has room only while the buffer
-        is less than half full (see :meth:`has_room`). A once-only event refused
+        is less than half full (see :meth:`has_room`). Another event that finds
+        the buffer full goes to the overflow when there is one, with room
+        ("overflow": as good as queued for its sender). A once-only event refused
         is counted ``deferred`` when *deferrable*: its sender learns it was not
         queued and does not remember it as sent.
         """
@@ -92,6 +111,10 @@ class EventQueue:
         if not closed and (self.has_room(True) if beacon else self.buffered() < self.max_events):
             self.incoming.append(event)
             return "queued"
+        if not closed and not beacon and len(self.overflow) < self._overflow_limit:
+            self.overflow.append(event)
+            counts["overflowed"] += 1
+            return "overflow"
         counts["dropped"] += 1
         if deferrable and event.once_key is not None:
             counts["deferred"] += 1
@@ -114,7 +137,7 @@ class EventQueue:
             # are every result's denominator. Half leaves honest clicks thousands of
             # events' room through an outage, and page events at least as much.
             return self.buffered() * 2 < self.max_events and self.held_bytes() * 2 < self.max_bytes
-        return self.buffered() < self.max_events
+        return self.buffered() < self.max_events or len(self.overflow) < self._overflow_limit
 
     def take(self, count: int) -> None:
         """Move up to *count* incoming events in hand."""
@@ -150,19 +173,22 @@ class EventQueue:
         """Count one event that left the in-hand deque without becoming a message."""
         self.counts[outcome] += 1
 
-    def restore(self, messages: list[bytes]) -> None:
-        """Take messages back from a spool.
+    def restore(self, messages: list[bytes], deduped: int = 0, skipped: int = 0) -> None:
+        """Take *messages* back from a spool, and *deduped* more claimed elsewhere already.
 
         Those this process spooled itself are still counted as pending: taking
         them back moves them out of the spool, not into "accepted" a second time.
-        Several processes' spools together may exceed one buffer: the rest is
-        dropped.
+        What does not fit in the buffer is dropped (the sender takes no more
+        than there is room for). *skipped* unreadable records are only counted.
         """
-        own = min(self._left_behind, len(messages))
+        taken = len(messages) + deduped
+        own = min(self._left_behind, taken)
         self._left_behind -= own
         counts = self.counts
-        counts["accepted"] += len(messages) - own
-        counts["restored"] += len(messages)
+        counts["accepted"] += taken - own
+        counts["restored"] += taken
+        counts["deduped"] += deduped
+        counts["spool_skipped"] += skipped
         room = self.max_events - self.buffered()
         bytes_room = self.max_bytes - self.held_bytes()
         for message in messages:
@@ -215,14 +241,37 @@ class EventQueue:
 
     # -- out, at shutdown -------------------------------------------------------------
 
-    def drain(self, encode: Callable[[Event], bytes | None]) -> list[bytes]:
-        """Empty all five places into a list of messages, oldest batch first.
+    def take_overflow(self, count: int, record: Callable[[Event], bytes | None]) -> list[bytes]:
+        """Up to *count* overflowed events as spool records (by *record*), now on their way.
 
-        Events not yet encoded are encoded with *encode* (which counts its own
-        failures); the result must then be :meth:`left_behind` or :meth:`lost`.
+        *record* counts its own failures; the records are pending until
+        :meth:`spool_failed` says otherwise.
         """
-        unsent = (*self.in_hand, *self.held, *self.incoming)
+        overflow = self.overflow
+        taken = [
+            r
+            for _ in range(min(count, len(overflow)))
+            if (r := record(overflow.popleft())) is not None
+        ]
+        self._left_behind += len(taken)
+        return taken
+
+    def drain(
+        self,
+        encode: Callable[[Event], bytes | None],
+        record: Callable[[Event], bytes | None],
+    ) -> list[bytes]:
+        """Empty all five places and the overflow into a list of records, oldest batch first.
+
+        Events not yet encoded are encoded with *encode*, the overflow with
+        *record* (both count their own failures); the result must then be
+        :meth:`left_behind` or :meth:`lost`.
+        """
+        unsent = (*self.in_hand, *self.incoming)
         messages = [m for e in unsent if (m := encode(e)) is not None]
+        # Held and overflowed events keep their once-only keys: the taker claims them.
+        messages.extend(m for e in (*self.held, *self.overflow) if (m := record(e)) is not None)
+        self.overflow.clear()
         self.in_hand.clear()
         self.held.clear()
         self.incoming.clear()
@@ -236,13 +285,24 @@ class EventQueue:
         return messages
 
     def left_behind(self, count: int) -> None:
-        """*count* drained messages are in the spool: still pending."""
+        """*count* drained messages are on their way to the spool: still pending.
+
+        Counted ``spooled`` once there, or :meth:`spool_failed`.
+        """
         self._left_behind += count
-        self.counts["spooled"] += count
 
     def lost(self, count: int) -> None:
         """*count* drained messages could not be kept anywhere."""
         self.counts["failed"] += count
+
+    def spool_failed(self, count: int) -> None:
+        """*count* records on their way to the spool never got there."""
+        self._left_behind -= count
+        self.counts["failed"] += count
+
+    def in_spool(self) -> int:
+        """Records this process put in the spool (or is putting there), not yet taken back."""
+        return self._left_behind
 
     # -- reading ----------------------------------------------------------------------
 
@@ -261,7 +321,7 @@ class EventQueue:
         return self._ready_bytes + self._outstanding_bytes
 
     def pending(self) -> int:
-        return self.buffered() + self._left_behind
+        return self.buffered() + len(self.overflow) + self._left_behind
 
     def stats(self) -> dict[str, int]:
         return {**self.counts, "pending": self.pending(), "held": len(self.held)}

@@ -7,6 +7,10 @@ them into batches; each batch gets its own task, so a batch waiting out a
 backoff never holds up the ones behind it. At most ``max_in_flight`` sends run
 at once. The queue keeps the accounting identity; this module keeps time.
 
+With a spool (``spool_path``), what finds the buffer full is appended to the
+spool instead of dropped, and taken back when there is room (see
+:mod:`.spool`); what is left at shutdown goes there too.
+
 One event loop at a time: when a later loop takes over (a second
 ``asyncio.run``, a restarted server), what the old loop's tasks held is taken
 back and sent from the new one.
@@ -18,15 +22,17 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from .._events import Event
 from .._segment import MAX_BATCH_EVENTS, EventTooLarge, encode, to_message
 from .._settings import Settings
-from . import spool
 from .breaker import Breaker
 from .log import RateLimitedLog
 from .queue import EventQueue
 from .retry import next_step
+from .spool import Spool, open_spool, record
 from .stores import DedupeStore
 from .transports import Batch, Outcome, Transport
 
@@ -43,7 +49,15 @@ class Delivery:
         self._settings = settings
         self._transport = transport
         self._store = store
-        self._queue = EventQueue(settings.max_buffer_events, settings.max_buffer_bytes)
+        target = settings.spool_path
+        self._spool: Spool | None = (
+            None if target is None else open_spool(target, settings.request_timeout)
+        )
+        self._queue = EventQueue(
+            settings.max_buffer_events, settings.max_buffer_bytes, overflow=target is not None
+        )
+        self._spool_may_hold = True  # records to take back, as far as this process knows
+        self._spool_op: asyncio.Task[None] | None = None  # one spool call at a time
         self._batch_limit = min(settings.max_batch_events, MAX_BATCH_EVENTS)
         self._batch_tasks: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
@@ -51,6 +65,7 @@ class Delivery:
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._slots = asyncio.Semaphore(settings.max_in_flight)
+        self._sending = 0  # batch tasks waiting for or holding a slot (not in backoff)
         self._sender_idle = False  # the sender waits for a first event: submit wakes it
         self._hurry = 0  # flushes in progress: batches go out without waiting to fill
         self._closed = False
@@ -64,8 +79,10 @@ class Delivery:
         """Queue *event*; O(1), never blocks, never raises. True when it is queued.
 
         False when it is dropped (counted): delivery is closed, the buffer is
-        full, or the event is a *beacon* (a conversion a browser posted) and the
-        buffer is half full, the rest being kept for page events. A once-only
+        full (and, with a spool, so is the overflow on its way there), or the
+        event is a *beacon* (a conversion a browser posted) and the buffer is
+        half full, the rest being kept for page events. An event that goes to
+        the spool instead counts ``overflowed``, and True: it will be sent. A once-only
         event refused this way is counted ``deferred``: the caller must not
         remember it as sent, so that it is emitted again.
 
@@ -96,6 +113,14 @@ class Delivery:
         deferrable: bool = True,
     ) -> bool:
         verdict = self._queue.accept(event, self._closed, beacon, deferrable)
+        if verdict == "overflow":
+            self._log.warning("overflow", "optibase: event buffer full, events go to the spool")
+            self._wakeup.set()
+            if loop is not None and (
+                loop is not self._loop or self._task is None or self._task.done()
+            ):
+                self._start_in(loop)
+            return True
         if verdict != "queued":
             if verdict == "closed":
                 self._log.warning("closed", "optibase: event dropped: delivery is closed")
@@ -125,10 +150,14 @@ class Delivery:
         if self._closed:
             self._closed = False
             self._restored = False  # what this process spooled at close comes back
+            self._spool_may_hold = True
         loop = asyncio.get_running_loop()
         if loop is not self._loop or self._task is None or self._task.done():
             self._start_in(loop)
-        self._restore_spool()  # here rather than in the task: a flush() right after sees it
+        if not self._restored:
+            # Here rather than only in the task: a flush() right after sees it.
+            self._restored = True
+            await self._spool_step(self._take_back)
 
     def _start_in(self, loop: asyncio.AbstractEventLoop) -> None:
         if loop is not self._loop:
@@ -143,6 +172,7 @@ class Delivery:
             self._wakeup = asyncio.Event()
             self._idle = asyncio.Event()
             self._slots = asyncio.Semaphore(self._settings.max_in_flight)
+            self._sending = 0
             self._hurry = 0
             self._sender_idle = False
         self._task = loop.create_task(self._run(), name="optibase-delivery")
@@ -164,7 +194,7 @@ class Delivery:
         self._wakeup.set()
         try:
             async with asyncio.timeout(timeout):
-                while queue.buffered():  # aclose() elsewhere may spool it all: then done
+                while self._work_left():  # aclose() elsewhere may spool it all: then done
                     idle.clear()
                     await idle.wait()
         except TimeoutError:
@@ -193,11 +223,19 @@ class Delivery:
             ]
             for task in tasks:
                 task.cancel()
-            self._spool_leftovers()
+            op = self._spool_op
+            if op is not None and not op.done():
+                # A spool call under way finishes (bounded by request_timeout), so
+                # what it took is accounted for before the rest is spooled.
+                await asyncio.wait([op], timeout=self._settings.request_timeout + _CLOSE_WAIT)
+            await self._spool_leftovers()
         if tasks:
             await asyncio.wait(tasks, timeout=_CLOSE_WAIT)
         with contextlib.suppress(Exception):
             await self._transport.aclose()
+        if self._spool is not None:
+            with contextlib.suppress(Exception):
+                await self._spool.aclose()
         with contextlib.suppress(Exception):
             async with asyncio.timeout(_CLOSE_WAIT):
                 await self._store.aclose()
@@ -209,11 +247,15 @@ class Delivery:
     # -- the sender -------------------------------------------------------------------
 
     async def _run(self) -> None:
-        self._restore_spool()
         queue = self._queue
         interval = self._settings.flush_interval
         while True:
-            if not queue.incoming and not queue.in_hand and not queue.ready:
+            if (
+                not queue.incoming
+                and not queue.in_hand
+                and not self._can_dispatch()
+                and not self._spool_work()
+            ):
                 self._notify_if_idle()
                 self._sender_idle = True
                 self._wakeup.clear()
@@ -234,6 +276,10 @@ class Delivery:
             try:
                 await self._prepare()
                 self._dispatch_batches()
+                if queue.overflow:
+                    await self._spool_step(self._spool_overflow)
+                if self._spool_work():
+                    await self._spool_step(self._take_back)
             except Exception as exc:  # never let one bad event stop delivery
                 self._log.warning("sender", f"optibase: preparing events failed: {exc!r}")
                 await asyncio.sleep(interval)  # and never spin on a persistent error
@@ -254,7 +300,13 @@ class Delivery:
             queue.take_held(take)
             await self._claim_in_hand(retrying=True)
         todo = len(queue.incoming)
+        first = True
         while todo > 0:
+            if not first:
+                # Each chunk costs about a millisecond of encoding: pages are served
+                # between chunks rather than after the whole backlog.
+                await asyncio.sleep(0)
+            first = False
             take = min(todo, _CLAIM_CHUNK)
             todo -= take
             queue.take(take)
@@ -331,12 +383,25 @@ class Delivery:
             self._log.warning("encode", f"optibase: could not encode an event: {exc!r}")
         return None
 
+    def _can_dispatch(self) -> bool:
+        return bool(self._queue.ready) and self._sending < self._settings.max_in_flight
+
     def _dispatch_batches(self) -> None:
-        while (taken := self._queue.next_batch(self._batch_limit)) is not None:
+        """Cut batches from the ready messages while a send slot is free.
+
+        Cutting them all at once made a backlog into many small batches queued
+        for a slot; each send costs about as much whatever its size, so at
+        saturation the sender fell behind and the buffer overflowed. Waiting for
+        a slot makes a backlog into full batches instead.
+        """
+        while self._can_dispatch():
+            taken = self._queue.next_batch(self._batch_limit)
+            assert taken is not None  # ready is not empty
             self._start_batch(*taken, time.monotonic() + self._settings.retry_max_time)
 
     def _start_batch(self, key: int, messages: list[bytes], deadline: float) -> None:
         assert self._loop is not None
+        self._sending += 1
         task = self._loop.create_task(self._deliver(key, messages, deadline))
         self._batch_tasks.add(task)
         task.add_done_callback(self._batch_tasks.discard)
@@ -345,7 +410,9 @@ class Delivery:
         # A cancelled delivery leaves its batch outstanding: aclose() spools it, a
         # new loop takes it back. Only a settled step takes it off the books.
         queue = self._queue
+        loop = self._loop
         attempt = 0
+        sending = True  # counted in self._sending
         try:
             while True:
                 async with self._slots:
@@ -386,10 +453,26 @@ class Delivery:
                     return
                 self._log.warning("retry", f"optibase: batch not delivered ({what}); retrying")
                 queue.counts["retried"] += 1
+                # In backoff this batch frees its place for a new one: an outage costs
+                # each batch its own waits, and never holds up the ones behind it.
+                sending = False
+                self._sending -= 1
+                self._dispatch_batches()
                 await asyncio.sleep(step.wait)
+                sending = True
+                self._sending += 1
                 attempt += 1
         finally:
-            self._notify_if_idle()
+            # Only for this loop's tasks: an abandoned loop's coroutine closed later
+            # (collected) must not touch the counters of the loop that took over.
+            if loop is self._loop:
+                if sending:
+                    self._sending -= 1
+                if not self._closed:
+                    self._dispatch_batches()
+                    if self._spool_may_hold:
+                        self._wakeup.set()  # room, perhaps, to take back from the spool
+                self._notify_if_idle()
 
     async def _send(self, messages: list[bytes]) -> Outcome:
         try:
@@ -405,48 +488,136 @@ class Delivery:
 
     # -- the spool --------------------------------------------------------------------
 
-    def _spool_leftovers(self) -> None:
-        # No claims for events not yet claimed: the process taking over the spool
-        # sends them as they are, and Segment's messageId dedupe covers a rare repeat.
-        leftovers = self._queue.drain(self._encode)
+    def _work_left(self) -> bool:
+        """Something to send, here or still in the spool: what flush() waits for."""
+        queue = self._queue
+        spooled = self._spool is not None and self._spool_may_hold
+        return bool(queue.buffered() or queue.overflow or spooled)
+
+    def _room_to_take_back(self) -> int:
+        # Up to half the buffer (rounded up: a buffer of one takes one), so that a
+        # busy site's own events still find room rather than go to the spool.
+        return (self._queue.max_events + 1) // 2 - self._queue.buffered()
+
+    def _spool_work(self) -> bool:
+        queue = self._queue
+        if self._spool is None or self._closed:
+            return False
+        return bool(queue.overflow) or (self._spool_may_hold and self._room_to_take_back() > 0)
+
+    async def _spool_step(self, step: Callable[[Spool], Coroutine[Any, Any, None]]) -> None:
+        """Run *step* as the only spool call under way; it finishes even if we are cancelled.
+
+        A cancelled caller must not leave records half-taken: the step is a task
+        of its own, and aclose() waits for it before spooling what is left.
+        """
+        spool = self._spool
+        if spool is None:
+            return
+        while (op := self._spool_op) is not None and not op.done():
+            await asyncio.wait([op])
+        self._spool_op = asyncio.get_running_loop().create_task(step(spool))
+        await asyncio.wait([self._spool_op])
+        self._notify_if_idle()
+
+    def _record(self, event: Event) -> bytes | None:
+        """The spool record for an unclaimed *event*: whoever takes it claims first."""
+        message = self._encode(event)
+        return None if message is None else record(message, event.once_key)
+
+    async def _spool_overflow(self, spool: Spool) -> None:
+        queue = self._queue
+        records: list[bytes] = []
+        while queue.overflow:
+            if records:
+                await asyncio.sleep(0)  # encoding is the loop's time: pages between chunks
+            records += queue.take_overflow(_CLAIM_CHUNK, self._record)
+        # Before the write: a flush() meanwhile must wait for these to come back.
+        self._spool_may_hold = True
+        try:
+            await spool.append(records)
+        except Exception as exc:
+            queue.spool_failed(len(records))
+            self._log.warning(
+                "overflow-lost",
+                f"optibase: the buffer was full and the spool {spool} failed ({exc!r}): "
+                f"{len(records)} events lost",
+            )
+            return
+
+    async def _take_back(self, spool: Spool) -> None:
+        """Take back from the spool as much as there is room for; claim what needs it."""
+        limit = self._room_to_take_back()
+        hold = self._settings.on_store_error == "hold"
+        if limit <= 0 or (hold and not self._breaker.allows()):
+            return  # under "hold", the spool keeps its records until the store answers
+        try:
+            taken = await spool.take(limit)
+        except Exception as exc:
+            # Not again until this process appends: a spool that is down must not
+            # be asked in a loop. Its records wait for the next taker.
+            self._spool_may_hold = False
+            logger.error("optibase: could not take back from the spool %s: %r", spool, exc)
+            return
+        if taken is None or len(taken.records) + taken.skipped < limit:
+            self._spool_may_hold = False
+        if taken is None:
+            return
+        records = taken.records
+        keys = [k for r in records if (k := r.once_key) is not None]
+        claimed = await self._claim(keys)
+        if claimed is None:
+            if hold:
+                try:
+                    # Back to the spool, keys and all, for a taker the store answers.
+                    await spool.append([record(r.message, r.once_key) for r in records])
+                    self._spool_may_hold = True
+                    self._queue.restore([], 0, taken.skipped)
+                    return
+                except Exception as exc:  # then sent unclaimed, rather than lost
+                    logger.error("optibase: could not return records to %s: %r", spool, exc)
+            self._queue.counts["sent_unclaimed"] += len(keys)
+            claimed = [True] * len(keys)
+        claims = iter(claimed)
+        messages = [r.message for r in records if r.once_key is None or next(claims)]
+        self._queue.restore(messages, len(records) - len(messages), taken.skipped)
+        logger.info(
+            "optibase: took back %d events from the spool %s (%d unreadable records skipped)",
+            len(records),
+            spool,
+            taken.skipped,
+        )
+        if self._queue.ready:
+            self._wakeup.set()
+
+    async def _spool_leftovers(self) -> None:
+        # No claims for events taken already (they may hold one): the process taking
+        # them sends them as they are, and Segment's messageId dedupe covers a rare
+        # repeat. The overflow was never claimed: its records carry their keys.
+        queue = self._queue
+        leftovers = queue.drain(self._encode, self._record)
         self._notify_if_idle()  # wakes a flush() waiting elsewhere
         if not leftovers:
             return
-        path = self._settings.spool_path
-        if path is None:
-            self._queue.lost(len(leftovers))
+        spool = self._spool
+        if spool is None:
+            queue.lost(len(leftovers))
             self._log.warning(
                 "lost", f"optibase: {len(leftovers)} events undelivered at shutdown (no spool_path)"
             )
             return
+        queue.left_behind(len(leftovers))
         try:
-            spool.append(path, leftovers)
-        except OSError as exc:
-            self._queue.lost(len(leftovers))
-            logger.error("optibase: could not write the spool %s: %s", path, exc)
+            await spool.append(leftovers)
+        except Exception as exc:
+            queue.spool_failed(len(leftovers))
+            logger.error(
+                "optibase: could not write %d undelivered events to the spool %s at shutdown "
+                "(%r): they are lost",
+                len(leftovers),
+                spool,
+                exc,
+            )
             return
-        self._queue.left_behind(len(leftovers))
-        logger.info("optibase: %d undelivered events spooled to %s", len(leftovers), path)
-
-    def _restore_spool(self) -> None:
-        """Take over the spool left by an earlier process (once; a short blocking read)."""
-        path = self._settings.spool_path
-        if self._restored or path is None:
-            return
-        self._restored = True
-        try:
-            taken = spool.take_over(path)
-        except OSError as exc:
-            logger.error("optibase: could not take over the spool %s: %s", path, exc)
-            return
-        if taken is None:
-            return
-        self._queue.restore(taken.messages)
-        logger.info(
-            "optibase: restored %d events from the spool %s (%d unreadable lines skipped)",
-            len(taken.messages),
-            path,
-            taken.skipped,
-        )
-        if self._loop is not None and self._queue.ready:
-            self._wakeup.set()
+        queue.counts["spooled"] += len(leftovers)
+        logger.info("optibase: %d undelivered events spooled to %s", len(leftovers), spool)

@@ -7,7 +7,9 @@ name in its own process. Optibase reads ``OPTIBASE_SECRET_KEYS`` and
 * ``E2E_SEGMENT_ENDPOINT``: the base URL the Segment calls go to (a capture);
 * ``E2E_STATIC_DIR``: the directory ``/files/{name}`` serves with ``FileResponse``;
 * ``E2E_FLUSH_INTERVAL``: seconds a batch waits to fill; a long one leaves
-  events queued until something flushes them (a shutdown).
+  events queued until something flushes them (a shutdown);
+* ``E2E_SPOOL_PATH`` and ``E2E_MAX_BUFFER_EVENTS``: the spool, and the
+  buffer's bound (small, to make a flood overflow to the spool).
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ ob = Optibase(
     ],
     segment_endpoint=os.environ["E2E_SEGMENT_ENDPOINT"],
     flush_interval=float(os.environ.get("E2E_FLUSH_INTERVAL", "0.05")),
+    spool_path=os.environ.get("E2E_SPOOL_PATH") or None,
+    max_buffer_events=int(os.environ.get("E2E_MAX_BUFFER_EVENTS", "10000")),
 )
 
 

@@ -17,6 +17,7 @@ from optibase_edge._cookie import (
     MAX_TOKEN_LENGTH,
     CookieCodec,
     VisitorRecord,
+    cookie_values,
     new_visitor_id,
     read_cookie,
     set_cookie_header,
@@ -439,3 +440,64 @@ def test_set_cookie_header_round_trips_through_read_cookie() -> None:
     _, value = set_cookie_header("optibase_vid", token, max_age=10, secure=True)
     cookie_pair = value.split(b";", 1)[0]
     assert read_cookie([(b"cookie", b"a=b; " + cookie_pair)], NAME) == token
+
+
+def reference_cookie_values(
+    headers: list[tuple[bytes, bytes]], name: bytes, first_only: bool = False
+) -> list[str]:
+    """The plain reading: split on ";", strip, match the name, unquote, skip non-ASCII."""
+    found = []
+    for key, value in headers:
+        if key != b"cookie":
+            continue
+        for part in value.split(b";"):
+            part = part.strip()
+            if part.startswith(name + b"="):
+                try:
+                    found.append(part[len(name) + 1 :].decode("ascii").strip('"'))
+                except UnicodeDecodeError:
+                    continue
+                if first_only:
+                    return found
+    return found
+
+
+# Pieces a Cookie header is made of, weighted towards the ones a scan can get wrong.
+header_pieces = st.sampled_from(
+    [
+        b"optibase_vid",
+        b"xoptibase_vid",
+        b"optibase_vid2",
+        b"optibase_vi",
+        b"OPTIBASE_VID",
+        b"=",
+        b";",
+        b"; ",
+        b" ",
+        b"\t",
+        b"\x0b",
+        b'"',
+        b"a",
+        b"\xc3\xa9",
+        b"\xff",
+        b"\x00",
+        b"2.",
+        b"TOKEN",
+        b"optibase_vid=",
+    ]
+)
+cookie_header_values = st.lists(header_pieces, max_size=14).map(b"".join)
+header_lists = st.lists(
+    st.tuples(st.sampled_from([b"cookie", b"cookie", b"set-cookie", b"x"]), cookie_header_values),
+    max_size=4,
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(headers=header_lists, first_only=st.booleans())
+def test_cookie_values_reads_as_splitting_does(
+    headers: list[tuple[bytes, bytes]], first_only: bool
+) -> None:
+    expected = reference_cookie_values(headers, NAME, first_only)
+    assert cookie_values(headers, NAME, first_only=first_only) == expected
+    assert read_cookie(headers, NAME) == (expected[0] if expected else None)

@@ -39,7 +39,7 @@ from typing import Any
 from segment.analytics import Client as SegmentClient
 
 from optibase_edge import Visitor
-from optibase_edge._events import ConversionTriggered, request_context
+from optibase_edge._events import ConversionTriggered, raw_request, request_context
 
 from .apps import WRITE_KEY, bench_optibase
 from .bench_middleware import OTHER_COOKIES, make_scope, with_cookie
@@ -197,8 +197,9 @@ async def _end_to_end(cfg: Config, result: SectionResult) -> None:
         segment = SegmentClient(WRITE_KEY, host=sink.url, max_queue_size=n + 1000)
         conversion = ob.settings.conversions_by_id["purchase"]
         scope = make_scope(with_cookie(OTHER_COOKIES), path="/buy")
-        ctx = request_context(scope)
+        request = raw_request(scope, dict(scope["headers"]), "/buy", "", None)
         seg_ctx = segment_context(scope)
+        page_url = request_context(scope).url
         variants = (("cta_color", "blue"), ("hero", "control"), ("social_proof", "logos"))
         properties_variants = [{"test_id": t, "variant_id": v} for t, v in variants]
         visitor_ids = [str(uuid.uuid4()) for _ in range(n)]
@@ -212,7 +213,7 @@ async def _end_to_end(cfg: Config, result: SectionResult) -> None:
             sink_cpu0 = sink.cpu_seconds()
             c0, t0 = time.process_time(), time.perf_counter()
             for vid in visitor_ids:
-                ob._emit_conversion(conversion, vid, None, ctx.url, variants, ctx)
+                ob._emit_conversion(conversion, vid, None, None, variants, request)
             c_emit = time.process_time() - c0
             ok = await ob.flush(120)
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -239,7 +240,7 @@ async def _end_to_end(cfg: Config, result: SectionResult) -> None:
                     properties={
                         "conversion_id": "purchase",
                         "conversion_type": "PROGRAMMATIC",
-                        "origin_url": ctx.url,
+                        "origin_url": page_url,
                         "variants": properties_variants,
                     },
                     context=dict(seg_ctx),

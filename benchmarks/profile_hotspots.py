@@ -120,19 +120,28 @@ async def scenario(name: str, seconds: float, max_batches: int, profile: bool) -
 
 
 async def components() -> None:
-    """Micro-timings of the pieces of the returning-visitor path (µs per call)."""
+    """Micro-timings of the pieces of each request path (µs per call).
+
+    Internals of the library, timed one by one: what each step of a returning
+    visitor (warm: token verified here before; cold: never), a new visitor and
+    ``await visitor.convert()`` costs, so a change can be judged before and after.
+    """
     from starlette.responses import HTMLResponse
 
     from optibase_edge import Visitor
-    from optibase_edge._cookie import read_cookie
+    from optibase_edge._assignment import choose
+    from optibase_edge._cookie import CookieCodec, new_visitor_id, read_cookie
+    from optibase_edge._events import ConversionTriggered, raw_request
+    from optibase_edge._injection import HtmlInjector, finish_script_tag, script_tag_parts
 
     ob, app, headers = await _setup()
     scope = make_scope(headers)
     token = read_cookie(headers, ob._cookie_name)
+    assert token is not None
     plans, _ = ob._pages.for_path("/")
     mw = app.middleware_stack
-    while mw is not None and not hasattr(mw, "_injector_for"):
-        mw = getattr(mw, "app", None)
+    while not hasattr(mw, "_injector_for"):
+        mw = mw.app
     visitor = Visitor(ob, scope, token)
     visitor._assign_page(plans)
     start = {
@@ -141,107 +150,31 @@ async def components() -> None:
         "headers": HTMLResponse(PAGE).raw_headers,
     }
     body = PAGE.encode()
-    parts: dict[str, Any] = {
-        "read_cookie": lambda: read_cookie(headers, ob._cookie_name),
-        "Visitor()+for_path+assign_page (cached token)": lambda: Visitor(
-            ob, scope, token
-        )._assign_page(ob._pages.for_path("/")[0]),
-        "visitor._cookie_token() (unchanged)": visitor._cookie_token,
-        "visitor.active_variants": lambda: visitor.active_variants,
-    }
-    try:  # internals of the library: they move; skip what is not there
-        from optibase_edge._injection import (
-            HtmlInjector,
-            finish_script_tag,
-            script_tag_opening,
-        )
+    src = mw._script.for_root("").src
+    variants = visitor.active_variants
+    tag = finish_script_tag(mw._tag_opening(visitor), None)
 
-        src = mw._script.for_root("").src
-        variants = visitor.active_variants
-        tag = finish_script_tag(script_tag_opening(src, visitor.id, variants), None)
-    except Exception as exc:
-        print(f"(injection internals not found: {exc!r})")
-        mw = None
-    if mw is not None:
-        parts.update(
-            {
-                "injection: build the tag (a changed visitor)": lambda: finish_script_tag(
-                    script_tag_opening(src, visitor.id, variants), None
-                ),
-                "middleware._injector_for() (tag cached per cookie)": lambda: mw._injector_for(
-                    start, visitor, {}
-                ),
-                "HtmlInjector(...).feed(2 KB page, last chunk)": lambda: HtmlInjector(
-                    tag, mw._script_marker, True
-                ).feed(body, False),
-            }
-        )
-    # The pieces of ``await visitor.convert("purchase")`` (the emit-from-a-view path).
-    from optibase_edge._events import ConversionTriggered, request_context
+    # Cold tokens: signed elsewhere with the same keys, never verified here.
+    foreign = CookieCodec(ob.settings.signing_keys)
+    cold_tokens = []
+    for _ in range(40_000):
+        vid = new_visitor_id()
+        cold_tokens.append(foreign.encode(vid, {p.test.id: choose(p, vid) or "" for p in plans}))
+    cold = iter(cold_tokens)
 
     conversion = ob.settings.conversions_by_id["purchase"]
     loaded = Visitor(ob, scope, token)
-    _ = loaded.id
-    ctx = request_context(scope)
+    raw = raw_request(scope, dict(headers), "/", "", None)
     exposed = tuple(loaded.active_variants.items())
     event = ConversionTriggered(
-        loaded.id,
-        None,
-        time.time(),
-        "purchase",
-        conversion.type,
-        ctx.url,
-        exposed,
-        False,
-        os.urandom(16).hex(),
-        ctx,
+        loaded.id, None, time.time(), "purchase", conversion.type, None, exposed, False, "n", raw
     )
-    parts.update(
-        {
-            "convert: Visitor(...) + lazy cookie load (cached)": lambda: (
-                Visitor(ob, scope, token).id
-            ),
-            "convert: request_context(scope)": lambda: request_context(scope),
-            "convert: tuple(active_variants.items())": lambda: tuple(
-                loaded.active_variants.items()
-            ),
-            "convert: os.urandom(16).hex() (nonce)": lambda: os.urandom(16).hex(),
-            "convert: ConversionTriggered(...) (named tuple)": lambda: ConversionTriggered(
-                loaded.id,
-                None,
-                time.time(),
-                "purchase",
-                conversion.type,
-                ctx.url,
-                exposed,
-                False,
-                "n",
-                ctx,
-            ),
-            "convert: ob.emit(event) (once_key + submit)": lambda: ob._emit(event),
-        }
-    )
-
-    # The pieces of a new visitor's request (no cookie).
-    from optibase_edge._cookie import new_visitor_id
-
     new_scope = make_scope(with_cookie(None))
 
     def new_assigned() -> Any:
         v = Visitor(ob, new_scope, None)
         v._assign_page(plans)
         return v
-
-    def new_signed() -> None:
-        new_assigned()._cookie_token()
-
-    parts.update(
-        {
-            "new: new_visitor_id()": new_visitor_id,
-            "new: Visitor + assign 3 tests + 4 events queued": new_assigned,
-            "new: ... + cookie_token() (JSON, base64, HMAC sign)": new_signed,
-        }
-    )
 
     async def convert_once() -> None:
         await Visitor(ob, scope, token).convert("purchase")
@@ -250,7 +183,44 @@ async def components() -> None:
         with contextlib.suppress(StopIteration):
             convert_once().send(None)
 
-    parts["convert: whole await visitor.convert()"] = run_convert
+    parts: dict[str, Any] = {
+        "read_cookie": lambda: read_cookie(headers, ob._cookie_name),
+        "preview check (no preview)": lambda: mw._previews.read(scope),
+        "Visitor()+for_path+assign_page (warm token)": lambda: Visitor(
+            ob, scope, token
+        )._assign_page(ob._pages.for_path("/")[0]),
+        "cold: codec.decode(a token never seen)": lambda: ob._codec.decode(next(cold)),
+        "visitor._cookie_token() (unchanged)": visitor._cookie_token,
+        "visitor.active_variants": lambda: visitor.active_variants,
+        "tag: parts built (once per variant set)": lambda: script_tag_parts(src, variants),
+        "tag: opening from cached parts": lambda: mw._tag_opening(visitor),
+        "middleware._injector_for()": lambda: mw._injector_for(start, visitor, {}),
+        "HtmlInjector(...).feed(2 KB page, last chunk)": lambda: HtmlInjector(
+            tag, mw._script_marker, True
+        ).feed(body, False),
+        "convert: raw_request(scope) (parsed in the sender)": lambda: raw_request(
+            scope, loaded._header_map(), "/", "", None
+        ),
+        "convert: tuple(active_variants.items())": lambda: tuple(loaded.active_variants.items()),
+        "convert: ConversionTriggered(...) (named tuple)": lambda: ConversionTriggered(
+            loaded.id,
+            None,
+            time.time(),
+            "purchase",
+            conversion.type,
+            None,
+            exposed,
+            False,
+            os.urandom(16).hex(),
+            raw,
+        ),
+        "convert: ob._emit(event) (once_key + submit)": lambda: ob._emit(event),
+        "convert: whole await visitor.convert()": run_convert,
+        "new: new_visitor_id()": new_visitor_id,
+        "new: choose() for one test": lambda: choose(plans[0], visitor.id),
+        "new: Visitor + assign 3 tests + 4 events queued": new_assigned,
+        "new: ... + cookie_token() (sign)": lambda: new_assigned()._cookie_token(),
+    }
     for label, fn in parts.items():
         # Batches of 2,000 with a drain in between, so the queue never fills (a full
         # queue would time the cheaper drop path instead).

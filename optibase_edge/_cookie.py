@@ -332,32 +332,48 @@ def cookie_values(
     prefix = name + b"="
     found: list[str] = []
     for key, value in headers:
-        if key != b"cookie":
-            continue
-        at = value.find(prefix)
-        while at >= 0:
-            end = value.find(b";", at)
-            if end < 0:
-                end = len(value)
-            # A whole name: nothing but whitespace since the part began ("xname=" is
-            # another cookie). Right after "; " or ";" (byte values 32, 59) is the
-            # common case, settled without a search.
-            before = value[at - 1] if at else _SEMICOLON
-            if (
-                before == _SEMICOLON
-                or (before == _SPACE and at > 1 and value[at - 2] == _SEMICOLON)
-                or not value[value.rfind(b";", 0, at) + 1 : at].strip()
-            ):
-                try:
-                    found.append(value[at + len(prefix) : end].rstrip().decode("ascii").strip('"'))
-                except UnicodeDecodeError:
-                    pass  # not ASCII, so not ours: look on
-                else:
-                    if first_only:
-                        return found
-            # The rest of this part cannot start a cookie: go on from its end.
-            at = value.find(prefix, end)
+        if key == b"cookie" and _scan_cookie(value, prefix, found, first_only) and first_only:
+            return found
     return found
+
+
+def cookie_in(value: bytes, name: bytes) -> str | None:
+    """The first value of cookie *name* in one ``Cookie`` header's *value*, or None.
+
+    For a request whose only ``Cookie`` header is at hand already.
+    """
+    found: list[str] = []
+    _scan_cookie(value, name + b"=", found, True)
+    return found[0] if found else None
+
+
+def _scan_cookie(value: bytes, prefix: bytes, found: list[str], first_only: bool) -> bool:
+    """Append to *found* the values of the cookie *prefix* names in *value*; True if any."""
+    before_count = len(found)
+    at = value.find(prefix)
+    while at >= 0:
+        end = value.find(b";", at)
+        if end < 0:
+            end = len(value)
+        # A whole name: nothing but whitespace since the part began ("xname=" is
+        # another cookie). Right after "; " or ";" (byte values 32, 59) is the
+        # common case, settled without a search.
+        before = value[at - 1] if at else _SEMICOLON
+        if (
+            before == _SEMICOLON
+            or (before == _SPACE and at > 1 and value[at - 2] == _SEMICOLON)
+            or not value[value.rfind(b";", 0, at) + 1 : at].strip()
+        ):
+            try:
+                found.append(value[at + len(prefix) : end].rstrip().decode("ascii").strip('"'))
+            except UnicodeDecodeError:
+                pass  # not ASCII, so not ours: look on
+            else:
+                if first_only:
+                    return True
+        # The rest of this part cannot start a cookie: go on from its end.
+        at = value.find(prefix, end)
+    return len(found) > before_count
 
 
 def set_cookie_header(

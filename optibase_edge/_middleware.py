@@ -13,7 +13,7 @@ from ._assignment import Plan
 from ._caching import for_one_visitor, not_stored
 from ._client_script import ClientScript
 from ._config import Conversion, ConversionType
-from ._cookie import is_secure, read_cookie, set_cookie_header
+from ._cookie import cookie_in, is_secure, read_cookie, set_cookie_header
 from ._endpoints import Endpoints
 from ._injection import HtmlInjector, finish_script_tag, script_tag_parts
 from ._optibase import Optibase
@@ -80,14 +80,22 @@ class OptibaseMiddleware:
         if route.startswith(self._prefix):
             await self._endpoints(scope, receive, send, route)
             return
-        token = read_cookie(scope["headers"], optibase._cookie_name)
+        headers = scope["headers"]
+        header_map = dict(headers)  # the visitor reads it anyway: one C call for all
+        # With no header name repeated (the rule: HTTP/2 servers join Cookie headers),
+        # the one Cookie header answers both cookie questions without a scan.
+        cookie = header_map.get(b"cookie", b"") if len(header_map) == len(headers) else None
+        if cookie is None:
+            token = read_cookie(headers, optibase._cookie_name)
+        else:
+            token = cookie_in(cookie, optibase._cookie_name)
         forced, preview_cookie = NOTHING_FORCED, None
         if self._previews is not None:
             try:
-                forced, preview_cookie = self._previews.read(scope)
+                forced, preview_cookie = self._previews.read(scope, cookie)
             except Exception:
                 logger.exception("optibase: reading the preview failed; serving without one")
-        visitor = Visitor(optibase, scope, token, forced)
+        visitor = Visitor(optibase, scope, token, forced, headers=header_map)
         scope[SCOPE_KEY] = visitor
         page_views: tuple[Conversion, ...] = ()
         split_path = None

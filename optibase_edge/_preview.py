@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, unquote
 
 from ._assignment import Plan
-from ._cookie import is_secure, read_cookie, set_cookie_header
+from ._cookie import cookie_in, is_secure, read_cookie, set_cookie_header
 from ._settings import Settings
 
 # A QA link names a few tests; anything longer is not one.
@@ -43,8 +43,14 @@ class Previews:
         self._plans = plans
         self._scheme = scheme
 
-    def read(self, scope: Mapping[str, Any]) -> tuple[Mapping[str, str], Header | None]:
-        """The variants forced for this request, and a Set-Cookie header to send, if any."""
+    def read(
+        self, scope: Mapping[str, Any], cookie: bytes | None = None
+    ) -> tuple[Mapping[str, str], Header | None]:
+        """The variants forced for this request, and a Set-Cookie header to send, if any.
+
+        *cookie*: the value of the request's only ``Cookie`` header, when the
+        caller has it (``b""`` for none); else the headers are scanned.
+        """
         query: bytes = scope.get("query_string", b"")
         if self._param_marker in query:
             value = self._param_value(query)
@@ -55,12 +61,19 @@ class Previews:
                 if forced:
                     # A session cookie: the preview ends with the browser session.
                     return forced, self._cookie_header(scope, _encode(forced), max_age=None)
-        return self.from_cookie(scope), None
+        return self.from_cookie(scope, cookie), None
 
-    def from_cookie(self, scope: Mapping[str, Any]) -> Mapping[str, str]:
-        """The variants a preview cookie forces (none without one)."""
-        headers = scope.get("headers", ())
+    def from_cookie(
+        self, scope: Mapping[str, Any], cookie: bytes | None = None
+    ) -> Mapping[str, str]:
+        """The variants a preview cookie forces (none without one); *cookie* as for :meth:`read`."""
         marker = self._cookie_marker
+        if cookie is not None:
+            if marker not in cookie:
+                return NOTHING_FORCED
+            raw = cookie_in(cookie, marker)
+            return self.parse(unquote(raw)) if raw else NOTHING_FORCED
+        headers = scope.get("headers", ())
         # Every request asks; a plain loop over the headers is what it can afford.
         for key, value in headers:
             if key == b"cookie" and marker in value:

@@ -383,6 +383,26 @@ def test_returning_visitor_gets_no_cookie_and_no_events(client: TestClient, ob: 
     assert flushed(client, ob) == before
 
 
+@pytest.mark.parametrize("repeated", ["cookie", "accept"])
+def test_the_visitor_cookie_is_found_in_any_of_several_cookie_headers(
+    client: TestClient, ob: Optibase, repeated: str
+) -> None:
+    """With a header name repeated, every Cookie header is read, not only one of them."""
+    token, visitor_id, active = returning_visitor(client)
+    ours = f"a=1; optibase_vid={token}"
+    if repeated == "cookie":
+        cookie_headers = [("cookie", ours), ("cookie", "b=2; optibase_vid_preview=hero%3Abold")]
+    else:  # our cookie alone, but another header twice
+        cookie_headers = [("accept", "text/html"), ("accept", "*/*"), ("cookie", ours)]
+    client.cookies.clear()
+    response = client.get("/", headers=httpx2.Headers(cookie_headers))
+    assert response.json()["id"] == visitor_id
+    if repeated == "cookie":  # the preview cookie, in the second header, is seen too
+        assert response.json()["active"] == {**active, "hero": "bold"}
+    else:
+        assert set_cookies(response) == [] and response.json()["active"] == active
+
+
 def test_sticky_across_restarts_with_the_same_key(tmp_path: Path) -> None:
     first_ob = make_optibase(tmp_path)
     with TestClient(site(first_ob)) as client:

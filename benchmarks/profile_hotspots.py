@@ -132,7 +132,7 @@ async def components() -> None:
     from optibase_edge._assignment import choose
     from optibase_edge._cookie import CookieCodec, new_visitor_id, read_cookie
     from optibase_edge._events import ConversionTriggered, raw_request
-    from optibase_edge._injection import HtmlInjector, finish_script_tag, script_tag_parts
+    from optibase_edge._injection import HtmlInjector, script_tag_end, script_tag_parts
 
     ob, app, headers = await _setup()
     scope = make_scope(headers)
@@ -152,7 +152,8 @@ async def components() -> None:
     body = PAGE.encode()
     src = mw._script.for_root("").src
     variants = visitor.active_variants
-    tag = finish_script_tag(mw._tag_opening(visitor), None)
+    before, after = mw._tag_parts(visitor)
+    tag = before + visitor.id.encode() + after + script_tag_end(None)
 
     # Cold tokens: signed elsewhere with the same keys, never verified here.
     foreign = CookieCodec(ob.settings.signing_keys)
@@ -193,7 +194,7 @@ async def components() -> None:
         "visitor._cookie_token() (unchanged)": visitor._cookie_token,
         "visitor.active_variants": lambda: visitor.active_variants,
         "tag: parts built (once per variant set)": lambda: script_tag_parts(src, variants),
-        "tag: opening from cached parts": lambda: mw._tag_opening(visitor),
+        "tag: parts looked up by the assignments": lambda: mw._tag_parts(visitor),
         "middleware._injector_for()": lambda: mw._injector_for(start, visitor, {}),
         "HtmlInjector(...).feed(2 KB page, last chunk)": lambda: HtmlInjector(
             tag, mw._script_marker, True

@@ -20,25 +20,26 @@ from collections.abc import Mapping
 _JSON = json.JSONEncoder(separators=(",", ":"))
 
 
-def script_tag_parts(src: str, variants: Mapping[str, str]) -> tuple[str, str]:
+def script_tag_parts(src: str, variants: Mapping[str, str]) -> tuple[bytes, bytes]:
     """The start of the ``<script>`` tag that loads the client script, around the visitor ID.
 
-    ``before + visitor_id + after`` is the tag's opening for a visitor in
-    *variants*; the ID goes in as it is, so it must be attribute-safe (a visitor
-    ID is a UUID). The parts depend only on the variants and the configuration,
-    so callers may cache them; :func:`finish_script_tag` adds the per-request nonce.
+    ``before + visitor_id + after + script_tag_end(nonce)`` is the whole tag for
+    a visitor in *variants*; the ID goes in as it is, so it must be
+    attribute-safe (a visitor ID is a UUID). The parts depend only on the
+    variants and the configuration, so callers may cache them.
     """
     data = _JSON.encode([{"test_id": t, "variant_id": v} for t, v in variants.items()])
     return (
-        f'<script src="{_attribute(src)}" data-optibase-visitor="',
-        f'" data-optibase-variants="{_attribute(data)}" defer',
+        f'<script src="{_attribute(src)}" data-optibase-visitor="'.encode(),
+        f'" data-optibase-variants="{_attribute(data)}" defer'.encode(),
     )
 
 
-def finish_script_tag(opening: str, nonce: str | None) -> bytes:
+def script_tag_end(nonce: str | None) -> bytes:
+    """The end of the script tag: the per-request CSP *nonce*, if any, and the closing."""
     if nonce:
-        return f'{opening} nonce="{_attribute(nonce)}"></script>'.encode()
-    return f"{opening}></script>".encode()
+        return f' nonce="{_attribute(nonce)}"></script>'.encode()
+    return b"></script>"
 
 
 def _attribute(value: str) -> str:

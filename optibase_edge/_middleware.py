@@ -15,7 +15,7 @@ from ._client_script import ClientScript
 from ._config import Conversion, ConversionType
 from ._cookie import cookie_in, is_secure, read_cookie, set_cookie_header
 from ._endpoints import Endpoints
-from ._injection import HtmlInjector, finish_script_tag, script_tag_parts
+from ._injection import HtmlInjector, script_tag_end, script_tag_parts
 from ._optibase import Optibase
 from ._preview import NOTHING_FORCED
 from ._visitor import Visitor
@@ -62,8 +62,11 @@ class OptibaseMiddleware:
             (b"content-length", b"etag") if self._private_responses else (b"content-length",)
         )
         self._redirect_split = settings.split_url == "redirect"
-        self._tag_parts: OrderedDict[tuple[tuple[tuple[str, str], ...], str], tuple[str, str]]
-        self._tag_parts = OrderedDict()
+        self._csp_nonce = settings.csp_nonce
+        self._tag_cache: OrderedDict[
+            tuple[tuple[tuple[str, str], ...], str, int], tuple[bytes, bytes]
+        ]
+        self._tag_cache = OrderedDict()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope_type = scope["type"]
@@ -137,29 +140,33 @@ class OptibaseMiddleware:
         if not html or scope.get(_INJECTING):
             return None
         scope[_INJECTING] = True  # a second middleware in the stack must not
-        nonce = self.optibase.settings.csp_nonce
+        nonce = self._csp_nonce
         if callable(nonce):
             nonce = nonce(scope)
-        tag = finish_script_tag(self._tag_opening(visitor), nonce)
+        before, after = self._tag_parts(visitor)
+        tag = before + visitor.id.encode() + after + script_tag_end(nonce)
         return HtmlInjector(tag, self._script_marker, length_declared)
 
-    def _tag_opening(self, visitor: Visitor) -> str:
+    def _tag_parts(self, visitor: Visitor) -> tuple[bytes, bytes]:
+        """The script tag around the visitor's ID, as their variants make it."""
         # root_path as the request came in (the visitor keeps it): a router in the app
         # may change it in this same scope, as Starlette's Mount does, while the script
         # is served under the one the middleware saw.
         root_path = visitor._path[1]
-        active = visitor.active_variants
-        # Visitors in the same variants share all of the tag but their ID: its parts are
-        # built once (4 µs: JSON, escaping) and the ID put between them (0.1 µs).
-        key = (tuple(active.items()), root_path)
-        parts = self._tag_parts.get(key)
+        if visitor._forced:  # a preview: rare, and its variants are not the cookie's
+            return script_tag_parts(self._script.for_root(root_path).src, visitor.active_variants)
+        # Visitors with the same assignments share all of the tag but their ID: its
+        # parts are built once (4 µs: filtering, JSON, escaping), keyed by what decides
+        # them, which is cheaper to look up than working out the active variants.
+        self.optibase._running()  # brings the schedule epoch up to date
+        key = (tuple(visitor._assignments.items()), root_path, self.optibase._running_epoch)
+        parts = self._tag_cache.get(key)
         if parts is None:
             src = self._script.for_root(root_path).src
-            parts = self._tag_parts[key] = script_tag_parts(src, active)
-            if len(self._tag_parts) > _TAG_CACHE_SIZE:
-                self._tag_parts.popitem(last=False)
-        before, after = parts
-        return f"{before}{visitor.id}{after}"
+            parts = self._tag_cache[key] = script_tag_parts(src, visitor.active_variants)
+            if len(self._tag_cache) > _TAG_CACHE_SIZE:
+                self._tag_cache.popitem(last=False)
+        return parts
 
     def _set_cookie(self, message: Message, visitor: Visitor, scope: Scope) -> Message:
         token = visitor._cookie_token()

@@ -340,6 +340,6 @@ def test_hostile_requests_keep_every_invariant(
     # 5. bounded, however many strangers came
     assert len(OPTIBASE._codec._verified) <= CACHE_BOUND
     assert len(OPTIBASE._seen) <= CACHE_BOUND
-    assert len(SITE._tag_parts) <= CACHE_BOUND
+    assert len(SITE._tag_cache) <= CACHE_BOUND
     assert all(len(budget) <= CACHE_BOUND for budget in BUDGETS) and len(BUDGETS) == 2
     assert OPTIBASE._delivery._queue.buffered() <= BUFFER_BOUND

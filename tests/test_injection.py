@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import html
 import itertools
+import json
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -363,6 +365,30 @@ def test_html_gets_one_tag_before_head_and_a_correct_length(tmp_path: Path) -> N
     assert "data-optibase-visitor=" in tag
     assert "&quot;hero&quot;" in tag
     assert "<p>é</p>" in response.text
+
+
+def test_each_visitor_s_tag_names_their_own_id_and_variants(tmp_path: Path) -> None:
+    """Tags share cached parts across visitors: each still carries its own ID and variants."""
+    app, ob = make_app(tmp_path)
+    seen: dict[str, set[str]] = {}
+    with TestClient(app) as client:
+        for _ in range(40):  # new visitors, then each back once: cold and warm tags
+            client.cookies.clear()
+            first = client.get("/html")
+            again = client.get("/html")
+            for response in (first, again):
+                (tag,) = script_tags(response.text)
+                found = re.search(r'data-optibase-visitor="([^"]+)"', tag)
+                data = re.search(r'data-optibase-variants="([^"]+)"', tag)
+                assert found is not None and data is not None
+                visitor_id = found.group(1)
+                token = client.cookies["optibase_vid"]
+                record = ob._codec.decode(token)
+                assert record is not None and record.visitor_id == visitor_id
+                variants = json.loads(html.unescape(data.group(1)))
+                assert variants == [{"test_id": "hero", "variant_id": record.assignments["hero"]}]
+                seen.setdefault(record.assignments["hero"], set()).add(visitor_id)
+    assert set(seen) == {"control", "bold"}
 
 
 def test_responses_that_must_not_change_are_left_alone(tmp_path: Path) -> None:

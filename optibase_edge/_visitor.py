@@ -216,10 +216,16 @@ class Visitor:
         """A freshly signed token when the cookie must change, else None."""
         if not self._changed or self._id is None or self._quiet():
             return None
-        plans = self._optibase._plans
+        assignments = self._assignments
         unrecorded = self._unrecorded
-        kept = {t: v for t, v in self._assignments.items() if t in plans and t not in unrecorded}
-        return self._optibase._codec.encode(self._id, kept, self._identify_owed)
+        if unrecorded or not self._is_new:
+            # A cookie's tests may have left the configuration since it was written.
+            plans = self._optibase._plans
+            assignments = {
+                t: v for t, v in assignments.items() if t in plans and t not in unrecorded
+            }
+        # else a new visitor's assignments were all made by this request's plans.
+        return self._optibase._codec.encode(self._id, assignments, self._identify_owed)
 
     def _load(self) -> None:
         optibase = self._optibase

@@ -67,10 +67,13 @@ def would_fit(visitor_id: str, assignments: dict[str, str], identify_owed: bool 
 
 
 def test_new_visitor_id_is_uuid4() -> None:
-    ids = {new_visitor_id() for _ in range(100)}
-    assert len(ids) == 100
+    ids = {new_visitor_id() for _ in range(400)}
+    assert len(ids) == 400
     for value in ids:
-        assert uuid.UUID(value).version == 4 and str(uuid.UUID(value)) == value
+        parsed = uuid.UUID(value)
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and str(parsed) == value
+    # Every variant digit occurs: its two low bits are random too.
+    assert {value[19] for value in ids} == set("89ab")
 
 
 @settings(max_examples=300, deadline=None)

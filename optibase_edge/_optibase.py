@@ -72,9 +72,10 @@ class Optibase:
     new events are refused as usual) and its claim is tried again, with
     backoff, until the store answers, then it is sent or deduped. What is
     still held at shutdown is spooled (with ``spool_path``; the process that
-    takes the spool over sends it without a claim) or counted failed. Other
-    events never wait for the store, so under ``"hold"`` a visitor's plain
-    conversion may go out before its held Identify. After a failure the
+    takes the spool over sends it without a claim, as the failed claim may
+    have landed) or counted failed. Other events never wait for the store, so
+    under ``"hold"`` a visitor's plain conversion may go out before its held
+    Identify; but nothing is taken back from the spool while the store fails. After a failure the
     store is left alone for a cooldown (0.1 s, doubling up to 2 s) in which
     the policy applies without asking it.
     """
@@ -258,8 +259,9 @@ class Optibase:
 
         The dedupe store's health: ``store_errors`` counts claims that failed
         (each key of a failed call, each try); ``sent_unclaimed`` once-only
-        events that ``on_store_error="send"`` passed on without a claim (sent,
-        unless Segment then refused them); ``held`` the once-only events
+        events passed on without a claim (sent, unless Segment then refused
+        them): under ``on_store_error="send"``, and under either policy those
+        taken back from the spool whose claim failed; ``held`` the once-only events
         ``on_store_error="hold"`` keeps right now, waiting for the store (part
         of ``pending``).
 

@@ -4,8 +4,8 @@ An accepted event moves through four places, in order: ``incoming`` (as the
 request path left it), ``in_hand`` (taken by the sender for claiming),
 ``ready`` (encoded, waiting for a batch), ``outstanding`` (in a batch being
 sent or in backoff). It leaves them exactly once, as sent, dropped, failed or
-deduped; or it is left behind in the spool at shutdown, still pending, for the
-next process. A once-only event whose claim failed may, under
+deduped; or it is left behind in the spool, still pending, for this process
+or the next. A once-only event whose claim failed may, under
 ``on_store_error="hold"``, wait in a fifth place, ``held``, between
 ``in_hand`` and ``ready``, until the store answers. With a spool, an event
 that finds the buffer full waits in ``overflow`` until the sender appends it
@@ -178,8 +178,11 @@ class EventQueue:
 
         Those this process spooled itself are still counted as pending: taking
         them back moves them out of the spool, not into "accepted" a second time.
-        What does not fit in the buffer is dropped (the sender takes no more
-        than there is room for). *skipped* unreadable records are only counted.
+        All are queued: the sender takes no more than half the buffer's room,
+        and pages served while it waited for the spool and the store may have
+        filled the rest, so the bound is overshot by at most that, rather than
+        claimed events dropped for good. *skipped* unreadable records are only
+        counted.
         """
         taken = len(messages) + deduped
         own = min(self._left_behind, taken)
@@ -189,16 +192,8 @@ class EventQueue:
         counts["restored"] += taken
         counts["deduped"] += deduped
         counts["spool_skipped"] += skipped
-        room = self.max_events - self.buffered()
-        bytes_room = self.max_bytes - self.held_bytes()
-        for message in messages:
-            if room <= 0 or len(message) > bytes_room:
-                counts["dropped"] += 1
-                continue
-            room -= 1
-            bytes_room -= len(message)
-            self.ready.append(message)
-            self._ready_bytes += len(message)
+        self.ready.extend(messages)
+        self._ready_bytes += sum(map(len, messages))
 
     # -- batches ----------------------------------------------------------------------
 
@@ -267,10 +262,12 @@ class EventQueue:
         *record* (both count their own failures); the result must then be
         :meth:`left_behind` or :meth:`lost`.
         """
-        unsent = (*self.in_hand, *self.incoming)
+        # A held event's claim failed, and may have landed: with its key, the taker
+        # would count it deduped and nobody would send it. Without, it is sent.
+        unsent = (*self.in_hand, *self.held, *self.incoming)
         messages = [m for e in unsent if (m := encode(e)) is not None]
-        # Held and overflowed events keep their once-only keys: the taker claims them.
-        messages.extend(m for e in (*self.held, *self.overflow) if (m := record(e)) is not None)
+        # The overflow was never claimed: its records carry their keys, for the taker.
+        messages.extend(m for e in self.overflow if (m := record(e)) is not None)
         self.overflow.clear()
         self.in_hand.clear()
         self.held.clear()

@@ -260,7 +260,8 @@ class Delivery:
                 self._sender_idle = True
                 self._wakeup.clear()
                 # Held events are tried again once the breaker lets the store be asked.
-                retry_in = self._breaker.wait() if queue.held else None
+                waiting = queue.held or (self._spool is not None and self._spool_may_hold)
+                retry_in = self._breaker.wait() if waiting else None
                 try:
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(retry_in):
@@ -503,7 +504,11 @@ class Delivery:
         queue = self._queue
         if self._spool is None or self._closed:
             return False
-        return bool(queue.overflow) or (self._spool_may_hold and self._room_to_take_back() > 0)
+        if queue.overflow:
+            return True
+        if self._settings.on_store_error == "hold" and not self._breaker.allows():
+            return False  # _take_back would wait for the store: the idle wait times the breaker
+        return self._spool_may_hold and self._room_to_take_back() > 0
 
     async def _spool_step(self, step: Callable[[Spool], Coroutine[Any, Any, None]]) -> None:
         """Run *step* as the only spool call under way; it finishes even if we are cancelled.
@@ -516,9 +521,18 @@ class Delivery:
             return
         while (op := self._spool_op) is not None and not op.done():
             await asyncio.wait([op])
-        self._spool_op = asyncio.get_running_loop().create_task(step(spool))
+        self._spool_op = asyncio.get_running_loop().create_task(self._closing_after(step, spool))
         await asyncio.wait([self._spool_op])
         self._notify_if_idle()
+
+    async def _closing_after(
+        self, step: Callable[[Spool], Coroutine[Any, Any, None]], spool: Spool
+    ) -> None:
+        await step(spool)
+        if self._closed:
+            # aclose() stopped waiting for this step (a store or spool that hangs):
+            # what it took back must not stay in a closed queue, unsent.
+            await self._spool_leftovers()
 
     def _record(self, event: Event) -> bytes | None:
         """The spool record for an unclaimed *event*: whoever takes it claims first."""
@@ -546,10 +560,12 @@ class Delivery:
             return
 
     async def _take_back(self, spool: Spool) -> None:
-        """Take back from the spool as much as there is room for; claim what needs it."""
+        """Take back from the spool as much as there is room for; claim what needs it.
+
+        Under ``on_store_error="hold"``, not while the breaker keeps the store alone.
+        """
         limit = self._room_to_take_back()
-        hold = self._settings.on_store_error == "hold"
-        if limit <= 0 or (hold and not self._breaker.allows()):
+        if limit <= 0 or (self._settings.on_store_error == "hold" and not self._breaker.allows()):
             return  # under "hold", the spool keeps its records until the store answers
         try:
             taken = await spool.take(limit)
@@ -567,15 +583,10 @@ class Delivery:
         keys = [k for r in records if (k := r.once_key) is not None]
         claimed = await self._claim(keys)
         if claimed is None:
-            if hold:
-                try:
-                    # Back to the spool, keys and all, for a taker the store answers.
-                    await spool.append([record(r.message, r.once_key) for r in records])
-                    self._spool_may_hold = True
-                    self._queue.restore([], 0, taken.skipped)
-                    return
-                except Exception as exc:  # then sent unclaimed, rather than lost
-                    logger.error("optibase: could not return records to %s: %r", spool, exc)
+            # Whatever the policy: a claim that failed may have landed, and then every
+            # other taker would count it deduped, so only sending them loses nothing
+            # (a copy sent elsewhere has the same messageId). Under "hold" this is
+            # rare: nothing is taken back while the breaker is open.
             self._queue.counts["sent_unclaimed"] += len(keys)
             claimed = [True] * len(keys)
         claims = iter(claimed)

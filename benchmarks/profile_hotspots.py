@@ -130,7 +130,7 @@ async def components() -> None:
 
     from optibase_edge import Visitor
     from optibase_edge._assignment import choose
-    from optibase_edge._cookie import CookieCodec, new_visitor_id, read_cookie
+    from optibase_edge._cookie import CookieCodec, cookie_in, new_visitor_id, read_cookie
     from optibase_edge._events import ConversionTriggered, raw_request
     from optibase_edge._injection import HtmlInjector, script_tag_end, script_tag_parts
 
@@ -138,6 +138,7 @@ async def components() -> None:
     scope = make_scope(headers)
     token = read_cookie(headers, ob._cookie_name)
     assert token is not None
+    cookie_header = dict(headers)[b"cookie"]
     plans, _ = ob._pages.for_path("/")
     mw = app.middleware_stack
     while not hasattr(mw, "_injector_for"):
@@ -185,8 +186,15 @@ async def components() -> None:
             convert_once().send(None)
 
     parts: dict[str, Any] = {
-        "read_cookie": lambda: read_cookie(headers, ob._cookie_name),
-        "preview check (no preview)": lambda: mw._previews.read(scope),
+        "header map, then the cookie from its Cookie header": lambda: cookie_in(
+            dict(headers)[b"cookie"], ob._cookie_name
+        ),
+        "read_cookie (a header repeated: all are scanned)": lambda: read_cookie(
+            headers, ob._cookie_name
+        ),
+        "preview check (none; the Cookie header at hand)": lambda: mw._previews.read(
+            scope, cookie_header
+        ),
         "Visitor()+for_path+assign_page (warm token)": lambda: Visitor(
             ob, scope, token
         )._assign_page(ob._pages.for_path("/")[0]),

@@ -75,9 +75,9 @@ class Optibase:
     takes the spool over sends it without a claim, as the failed claim may
     have landed) or counted failed. Other events never wait for the store, so
     under ``"hold"`` a visitor's plain conversion may go out before its held
-    Identify; but nothing is taken back from the spool while the store fails. After a failure the
-    store is left alone for a cooldown (0.1 s, doubling up to 2 s) in which
-    the policy applies without asking it.
+    Identify; but nothing is taken back from the spool while the store fails.
+    After a failure the store is left alone for a cooldown (0.1 s, doubling up
+    to 2 s) in which the policy applies without asking it.
     """
 
     def __init__(
@@ -261,9 +261,9 @@ class Optibase:
         (each key of a failed call, each try); ``sent_unclaimed`` once-only
         events passed on without a claim (sent, unless Segment then refused
         them): under ``on_store_error="send"``, and under either policy those
-        taken back from the spool whose claim failed; ``held`` the once-only events
-        ``on_store_error="hold"`` keeps right now, waiting for the store (part
-        of ``pending``).
+        taken back from the spool whose claim failed; ``held`` the once-only
+        events ``on_store_error="hold"`` keeps right now, waiting for the store
+        (part of ``pending``).
 
         With ``spool_path`` set, an event that finds the buffer full is not
         dropped but ``overflowed``: appended to the spool (pending there) and
@@ -292,9 +292,6 @@ class Optibase:
         return f"<Optibase tests=[{tests}] development={self._settings.development}>"
 
     # -- for the visitor, the middleware and the endpoints ------------------------------
-
-    def _is_running(self, test: Test) -> bool:
-        return test.id in self._running()
 
     def _running(self) -> Mapping[str, tuple[str, ...]]:
         """``{test_id: variant ids}`` of the tests running now.

@@ -166,18 +166,6 @@ class Visitor:
             )
         return self._context
 
-    def _unchanged_token(self) -> str | None:
-        """The request's cookie, when it already says all there is about this visitor.
-
-        Never during a preview: the forced variants are not in the cookie, and the
-        audience may not be screened yet (a forced variant is answered first).
-        """
-        if self._id is None or self._changed or self._forced:
-            return None
-        if self._audience not in (None, "visitor"):
-            return None
-        return self._token
-
     def _assign_page(self, plans: tuple[Plan, ...]) -> None:
         if self._id is None:
             self._load()
@@ -206,7 +194,7 @@ class Visitor:
             conversion,
             self.id,
             self._user_id,
-            origin_url,
+            origin_url or None,
             tuple(self.active_variants.items()),
             context or self._request_context(),
             beacon=beacon,
@@ -278,7 +266,7 @@ class Visitor:
         if self._forced and test.id in self._forced:
             return self._forced[test.id]
         optibase = self._optibase
-        if not optibase._is_running(test):
+        if test.id not in optibase._running():
             return test.winner if test.status == "stopped" else None
         visitor_id = self.id
         stored = self._assignments.get(test.id)

@@ -84,9 +84,11 @@ class OptibaseMiddleware:
             await self._endpoints(scope, receive, send, route)
             return
         headers = scope["headers"]
+        if not isinstance(headers, list | tuple):  # ASGI allows any iterable: read it once
+            headers = scope["headers"] = list(headers)
         header_map = dict(headers)  # the visitor reads it anyway: one C call for all
-        # With no header name repeated (the rule: HTTP/2 servers join Cookie headers),
-        # the one Cookie header answers both cookie questions without a scan.
+        # With no header name repeated (as when the server joined Cookie headers, or
+        # got one), the one Cookie header answers both cookie questions without a scan.
         cookie = header_map.get(b"cookie", b"") if len(header_map) == len(headers) else None
         if cookie is None:
             token = read_cookie(headers, optibase._cookie_name)
@@ -153,6 +155,8 @@ class OptibaseMiddleware:
         # may change it in this same scope, as Starlette's Mount does, while the script
         # is served under the one the middleware saw.
         root_path = visitor._path[1]
+        if visitor._id is None:
+            visitor._load()  # the key is the visitor's assignments: they must be read first
         if visitor._forced:  # a preview: rare, and its variants are not the cookie's
             return script_tag_parts(self._script.for_root(root_path).src, visitor.active_variants)
         # Visitors with the same assignments share all of the tag but their ID: its

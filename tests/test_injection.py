@@ -391,6 +391,46 @@ def test_each_visitor_s_tag_names_their_own_id_and_variants(tmp_path: Path) -> N
     assert set(seen) == {"control", "bold"}
 
 
+def variants_of(text: str) -> list[dict[str, str]]:
+    (tag,) = script_tags(text)
+    data = re.search(r'data-optibase-variants="([^"]*)"', tag)
+    assert data is not None
+    variants: list[dict[str, str]] = json.loads(html.unescape(data.group(1)))
+    return variants
+
+
+@pytest.mark.parametrize("first", ["returning", "newcomer"])
+def test_a_page_outside_the_tests_tags_each_visitor_with_their_own_variants(
+    tmp_path: Path, first: str
+) -> None:
+    """On a page no test is on and no view asks for the visitor, the tag still reads the cookie."""
+    app, _ = make_app(
+        tmp_path, tests=[Test("hero", [Variant("a"), Variant("b")], pages=["/already"])]
+    )
+    with TestClient(app) as returning, TestClient(app) as newcomer:
+        returning.get("/already")  # assigned there: "/html" is on no test's pages
+        order = [returning, newcomer] if first == "returning" else [newcomer, returning]
+        tags = {id(client): variants_of(client.get("/html").text) for client in order}
+        assert [v["test_id"] for v in tags[id(returning)]] == ["hero"]
+        assert tags[id(newcomer)] == []
+
+
+def test_headers_in_any_iterable_are_read(tmp_path: Path) -> None:
+    """ASGI allows the scope's headers to be any iterable: a page must not fail over it."""
+    app, _ = make_app(tmp_path)
+
+    async def outer(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope = {**scope, "headers": iter(list(scope["headers"]))}
+        await app(scope, receive, send)
+
+    with TestClient(outer) as client:
+        client.get("/html")
+        again = client.get("/html")
+    assert again.status_code == 200 and "set-cookie" not in again.headers  # the cookie was read
+    assert len(script_tags(again.text)) == 1
+
+
 def test_responses_that_must_not_change_are_left_alone(tmp_path: Path) -> None:
     app, _ = make_app(tmp_path)
     with TestClient(app) as client:

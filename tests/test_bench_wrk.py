@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,6 +22,7 @@ from benchmarks.bench_http import write_cold_cookies
 from benchmarks.loopback import LOOPBACK
 from benchmarks.wrk import HeaderPool, run_wrk
 from optibase_edge._cookie import CookieCodec
+from tests.support.ci import missing
 
 # Far more lines than wrk gets through in two seconds against this server (about 10,000/s).
 POOL = 200_000
@@ -68,17 +70,25 @@ def pool_file(tmp_path: Path, size: int) -> Path:
     return path
 
 
+def wrk_or_missing() -> None:
+    """wrk, installed if need be; else a skip on a developer's machine, a failure under CI."""
+    try:
+        load.ensure_wrk()
+    except load.WrkMissing as exc:
+        missing(str(exc))
+
+
 def test_each_request_carries_a_pool_value_no_run_sends_twice(
     tmp_path: Path, recorder: tuple[str, list[str]]
 ) -> None:
-    load.ensure_wrk()
+    wrk_or_missing()
     url, seen = recorder
     pool = HeaderPool("Cookie", pool_file(tmp_path, POOL), POOL, threads=2)
     runs = []
     for _ in range(2):
         first = len(seen)
         res = run_wrk(url, duration=1, connections=4, threads=2, headers={"X-A": "b"}, pool=pool)
-        assert res.errors == 0 and res.requests > 100
+        assert res.errors == 0 and res.requests > 0
         runs.append(seen[first:])
     # wrk counts the requests answered before its deadline; a few more were in flight.
     assert pool.sent <= len(seen) <= pool.sent + 2 * 4
@@ -90,13 +100,18 @@ def test_each_request_carries_a_pool_value_no_run_sends_twice(
 
 
 def test_the_pool_wraps_around(tmp_path: Path, recorder: tuple[str, list[str]]) -> None:
-    load.ensure_wrk()
+    wrk_or_missing()
     url, seen = recorder
     pool = HeaderPool("Cookie", pool_file(tmp_path, 10), 10, threads=2)
-    res = run_wrk(url, duration=1, connections=2, threads=2, pool=pool)
-    assert res.errors == 0 and res.requests > 20
+    for _ in range(5):  # bounded: enough runs to go round the pool twice, however slow
+        res = run_wrk(url, duration=1, connections=2, threads=2, pool=pool)
+        assert res.errors == 0
+        if len(seen) >= 2 * 10:
+            break
     assert set(seen) == {f"v={i}" for i in range(10)}
-    assert pool.most_uses() >= res.requests // 10
+    # The pool's own count of the most uses of one value bounds what the server saw.
+    assert max(Counter(seen).values()) <= pool.most_uses()
+    assert pool.most_uses() >= 2
 
 
 def test_cold_cookies_are_the_wrapped_sites_and_all_new(tmp_path: Path) -> None:

@@ -155,6 +155,7 @@ def uvicorn_workers(env: dict[str, str], log: Any) -> tuple[subprocess.Popen[byt
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
+            start_new_session=True,  # its own process group: the workers go with it on failure
         )
         return proc, f"http://{LOOPBACK}:{sock.getsockname()[1]}"
     finally:
@@ -214,7 +215,8 @@ async def test_redis_killed_and_restarted_under_four_workers(
             await asyncio.to_thread(proc.wait, STOP_TIMEOUT)
         finally:
             if proc.poll() is None:
-                proc.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)  # the supervisor and its workers
                 proc.wait(5)
     output = log_path.read_text(errors="replace")
     print(f"\n[{policy}] page latencies; Redis is killed for 'during', back for 'after':")

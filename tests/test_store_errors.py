@@ -346,6 +346,10 @@ async def test_a_failed_store_is_left_alone_during_its_cooldown(
         for event in identifies(3, tag=f"r{round_}-"):
             delivery.submit(event)
         await delivery.flush(0.05)
+    if policy == "send":
+        assert await delivery.flush(5)
+    else:
+        await wait_until_async(lambda: delivery.stats()["held"] == 15, "all held")
     stats = delivery.stats()
     assert store.calls == 1 and stats["store_errors"] == 3  # the first chunk's keys only
     if policy == "send":

@@ -7,11 +7,13 @@ server (identical ~0.3 µs for every variant), so garbage left in reference
 cycles is paid for by the cyclic GC inside the timed section, as in production:
 
 * ``bare``            -- the site alone;
-* ``ob_returning``    -- behind OptibaseMiddleware (5 running tests, 3 on ``/``),
-                         a returning visitor whose valid cookie (taken from a first
-                         response's Set-Cookie) holds all assignments;
-* ``ob_returning_cold`` -- (informational) returning visitors whose tokens this
-                         process has never verified: every request pays the HMAC check;
+* ``ob_returning_cold`` -- (the headline) behind OptibaseMiddleware (5 running
+                         tests, 3 on ``/``), returning visitors whose valid tokens
+                         (signed elsewhere with the same key, all assignments in
+                         them) this process has never verified: every request pays
+                         the HMAC check, as on a worker the visitor has not met;
+* ``ob_returning``    -- the same, one returning visitor whose cookie (taken from a
+                         first response's Set-Cookie) this process verified before;
 * ``ob_returning_noinject`` -- (informational) the same returning visitor on a twin
                          Optibase with ``inject_script=False``: what injecting the
                          client script into the HTML costs;
@@ -259,11 +261,23 @@ async def run(cfg: Config) -> SectionResult:
         med_over["gb_new"] / med_over["ob_new"] if med_over["ob_new"] > 0 else float("inf")
     )
 
+    r_cold = paired_ratio(raw["ob_returning_cold"], raw["bare"])
     s = "1 middleware"
     result.rows += [
+        # The production case first: with several workers and hosts, a visitor's next
+        # page usually lands on a process that has never verified their token.
         Row(
             s,
-            "returning visitor: time/request",
+            "returning visitor, token never verified here: time/request",
+            fmt_us(med["ob_returning_cold"]),
+            f"bare {fmt_us(med['bare'])}",
+            f"{r_cold:.2f}x",
+            "≤ 2x bare",
+            r_cold <= 2.0,
+        ),
+        Row(
+            s,
+            "returning visitor, token verified here before: time/request",
             fmt_us(med["ob_returning"]),
             f"bare {fmt_us(med['bare'])}",
             f"{r_ret:.2f}x",
@@ -312,15 +326,6 @@ async def run(cfg: Config) -> SectionResult:
             fmt_us(med_over["ob_new"]),
             f"GrowthBook +{fmt_us(med_over['gb_new'])}",
             f"{gb_vs_ob_new:.1f}x cheaper",
-            "",
-            None,
-        ),
-        Row(
-            s,
-            "returning, token not yet verified (HMAC)",
-            fmt_us(med["ob_returning_cold"]),
-            f"bare {fmt_us(med['bare'])}",
-            f"{paired_ratio(raw['ob_returning_cold'], raw['bare']):.2f}x",
             "",
             None,
         ),

@@ -50,9 +50,10 @@ from tests.support.accounting import balanced
 from tests.support.capture import BAD_MARKER, SegmentCapture
 from tests.support.closing_server import ClosingServer
 from tests.support.events import conversion, conversions, identify
-from tests.support.net import bound_socket, free_port
+from tests.support.net import free_port
 from tests.support.polling import wait_until_async
 from tests.support.server import serve
+from tests.support.servers import kill_group, uvicorn_workers
 from tests.support.user_agents import AS_A_BROWSER
 
 pytestmark = pytest.mark.anyio
@@ -453,8 +454,6 @@ async def test_each_worker_of_uvicorn_workers_2_delivers_its_own_events(
     sink: SegmentCapture, tmp_path: Path
 ) -> None:
     (tmp_path / "multi_worker_app.py").write_text(MULTI_WORKER_APP)
-    sock = bound_socket()
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     env = {
         **os.environ,
         "TEST_WRITE_KEY": WRITE_KEY,
@@ -462,17 +461,7 @@ async def test_each_worker_of_uvicorn_workers_2_delivers_its_own_events(
         "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)]),
     }
     log = open(tmp_path / "uvicorn.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "uvicorn", "multi_worker_app:app"),
-            *("--workers", "2", "--fd", str(sock.fileno()), "--log-level", "warning"),
-        ],
-        env=env,
-        pass_fds=[sock.fileno()],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=tmp_path,
-    )
+    proc, url = uvicorn_workers("multi_worker_app:app", 2, env, log, tmp_path)
     visitors: dict[str, str] = {}
     workers: set[str] = set()
 
@@ -495,10 +484,7 @@ async def test_each_worker_of_uvicorn_workers_2_delivers_its_own_events(
         proc.send_signal(signal.SIGTERM)  # graceful: each worker's lifespan shutdown flushes
         await asyncio.to_thread(proc.wait, 20)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
-        sock.close()
+        kill_group(proc)
         log.close()
     output = (tmp_path / "uvicorn.log").read_text(errors="replace")
     assert proc.returncode == 0, output

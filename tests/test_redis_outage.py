@@ -18,24 +18,21 @@ import json
 import os
 import signal
 import statistics
-import subprocess
-import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
-from typing import Any
 
 import httpx2
 import pytest
 
 from tests.support.accounting import balanced
 from tests.support.capture import SegmentCapture
-from tests.support.net import LOOPBACK, bound_socket
 from tests.support.polling import wait_until_async
 from tests.support.redis_server import RedisServer, start_redis_server
+from tests.support.servers import kill_group, uvicorn_workers
 from tests.support.user_agents import AS_A_BROWSER
 
 pytestmark = pytest.mark.anyio
@@ -140,28 +137,6 @@ def redis(tmp_path: Path) -> Iterator[RedisServer]:
         server.stop()
 
 
-def uvicorn_workers(env: dict[str, str], log: Any) -> tuple[subprocess.Popen[bytes], str]:
-    """``uvicorn --workers 4`` on a socket of ours (no port race); the process and its URL."""
-    sock = bound_socket()
-    try:
-        proc = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "uvicorn", "tests.support.outage_site:app"),
-                *("--workers", str(WORKERS), "--fd", str(sock.fileno())),
-                *("--log-level", "warning", "--no-access-log"),
-            ],
-            env=env,
-            pass_fds=[sock.fileno()],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-            start_new_session=True,  # its own process group: the workers go with it on failure
-        )
-        return proc, f"http://{LOOPBACK}:{sock.getsockname()[1]}"
-    finally:
-        sock.close()  # the workers have their copies
-
-
 @pytest.mark.parametrize("policy", ["send", "hold"])
 async def test_redis_killed_and_restarted_under_four_workers(
     policy: str, sink: SegmentCapture, redis: RedisServer, tmp_path: Path
@@ -180,7 +155,7 @@ async def test_redis_killed_and_restarted_under_four_workers(
     load = Load()
     log_path = tmp_path / "uvicorn.log"
     with open(log_path, "wb") as log:
-        proc, url = uvicorn_workers(env, log)
+        proc, url = uvicorn_workers("tests.support.outage_site:app", WORKERS, env, log, ROOT)
         try:
             limits = httpx2.Limits(max_keepalive_connections=0)  # a new connection each request
             # Cookies only as each visitor's requests send them: the client keeps none.
@@ -214,10 +189,7 @@ async def test_redis_killed_and_restarted_under_four_workers(
             proc.send_signal(signal.SIGTERM)  # graceful: each worker's lifespan shutdown flushes
             await asyncio.to_thread(proc.wait, STOP_TIMEOUT)
         finally:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)  # the supervisor and its workers
-                proc.wait(5)
+            kill_group(proc)
     output = log_path.read_text(errors="replace")
     print(f"\n[{policy}] page latencies; Redis is killed for 'during', back for 'after':")
     print(load.report())

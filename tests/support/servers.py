@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import partial
 from pathlib import Path
 from typing import IO, Literal
@@ -23,7 +23,7 @@ from typing import IO, Literal
 import pytest
 
 from tests.support.ci import missing
-from tests.support.net import LOOPBACK
+from tests.support.net import LOOPBACK, bound_socket
 from tests.support.polling import started_on_a_free_port
 
 ServerKind = Literal["uvicorn", "hypercorn", "granian"]
@@ -148,3 +148,39 @@ def _stop(proc: subprocess.Popen[bytes]) -> bool:
 def _read(log: IO[bytes]) -> str:
     log.seek(0)
     return log.read().decode(errors="replace")
+
+
+def uvicorn_workers(
+    app_path: str, workers: int, env: Mapping[str, str], log: IO[bytes], cwd: Path
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``uvicorn --workers N`` on a socket of ours (no port race); the process and its URL.
+
+    The supervisor leads a process group of its own, so :func:`kill_group` takes
+    its workers with it when a test fails before stopping it.
+    """
+    sock = bound_socket()
+    try:
+        proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "uvicorn", app_path),
+                *("--workers", str(workers), "--fd", str(sock.fileno())),
+                *("--log-level", "warning", "--no-access-log"),
+            ],
+            env=env,
+            pass_fds=[sock.fileno()],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            start_new_session=True,
+        )
+        return proc, f"http://{LOOPBACK}:{sock.getsockname()[1]}"
+    finally:
+        sock.close()  # the workers have their copies
+
+
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """Kill a process started by :func:`uvicorn_workers` and its workers, if still running."""
+    if proc.poll() is None:
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)

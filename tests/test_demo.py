@@ -388,18 +388,24 @@ def test_python_m_demo_site_starts_serves_and_stops_cleanly(
     ]
 
 
+def demo_that_stops(*args: str) -> tuple[int, str]:
+    """``python -m demo_site`` expected to stop by itself: its exit status and stderr."""
+    process = start_demo(*args)
+    try:
+        _, err = process.communicate(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    return process.returncode, err
+
+
 def test_python_m_demo_site_reports_a_busy_port(tmp_path: Path) -> None:
     with bound_socket() as busy:
         busy.listen()
         port = busy.getsockname()[1]
-        process = start_demo("--port", str(port), "--sink-port", str(free_port()))
-        try:
-            _, err = process.communicate(timeout=10)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
-    assert process.returncode != 0
+        returncode, err = demo_that_stops("--port", str(port), "--sink-port", str(free_port()))
+    assert returncode != 0
     assert f"cannot listen on 127.0.0.1:{port} for the site" in err
     assert "--port" in err
 
@@ -410,13 +416,7 @@ def test_python_m_demo_site_warns_when_told_to_listen_beyond_loopback() -> None:
     with bound_socket() as busy:
         busy.listen()
         port = busy.getsockname()[1]
-        process = start_demo("--host", "0.0.0.0", "--sink-port", str(port), "--port", "0")
-        try:
-            _, err = process.communicate(timeout=10)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
+        _, err = demo_that_stops("--host", "0.0.0.0", "--sink-port", str(port), "--port", "0")
     assert "demo_site: warning: listening on 0.0.0.0, not a loopback address" in err
     assert "other machines can reach the sink" in err and "--allow-host" in err
     assert f"cannot listen on 0.0.0.0:{port} for the sink" in err  # so nothing did

@@ -94,15 +94,21 @@ def message(mid: str) -> bytes:
     ).encode()
 
 
-async def test_what_is_left_at_shutdown_is_sent_by_the_next_instance_once(
-    spool_url: str, raw: redis.Redis
-) -> None:
+async def left_behind(spool_url: str, tag: str, count: int) -> tuple[Delivery, list[Event]]:
+    """A delivery that could send nothing, shut down with *count* events: all spooled."""
     first = delivery(Gate(), spool_url)
     await first.start()
-    events: list[Event] = [identify(f"left{i}") for i in range(5)]
+    events: list[Event] = [identify(f"{tag}{i}") for i in range(count)]
     for event in events:
         first.submit(event)
     await first.aclose(timeout=0)
+    return first, events
+
+
+async def test_what_is_left_at_shutdown_is_sent_by_the_next_instance_once(
+    spool_url: str, raw: redis.Redis
+) -> None:
+    first, events = await left_behind(spool_url, "left", 5)
     stats = first.stats()
     assert (stats["spooled"], stats["failed"], stats["pending"]) == (5, 0, 5)
     assert raw.llen(REDIS_KEY) == 5
@@ -217,12 +223,7 @@ SECOND_PROCESS = textwrap.dedent(
 async def test_a_second_process_takes_the_list_over(
     spool_url: str, raw: redis.Redis, tmp_path: Path
 ) -> None:
-    first = delivery(Gate(), spool_url)
-    await first.start()
-    events: list[Event] = [identify(f"p{i}") for i in range(6)]
-    for event in events:
-        first.submit(event)
-    await first.aclose(timeout=0)
+    _, events = await left_behind(spool_url, "p", 6)
     assert raw.llen(REDIS_KEY) == 6
     out = tmp_path / "events.jsonl"
     done = subprocess.run(

@@ -500,14 +500,18 @@ class Delivery:
         # busy site's own events still find room rather than go to the spool.
         return (self._queue.max_events + 1) // 2 - self._queue.buffered()
 
+    def _spool_waits_for_store(self) -> bool:
+        """Under "hold", the spool keeps its records while the breaker leaves the store alone."""
+        return self._settings.on_store_error == "hold" and not self._breaker.allows()
+
     def _spool_work(self) -> bool:
         queue = self._queue
         if self._spool is None or self._closed:
             return False
         if queue.overflow:
             return True
-        if self._settings.on_store_error == "hold" and not self._breaker.allows():
-            return False  # _take_back would wait for the store: the idle wait times the breaker
+        if self._spool_waits_for_store():
+            return False  # the idle wait ends with the breaker's cooldown
         return self._spool_may_hold and self._room_to_take_back() > 0
 
     async def _spool_step(self, step: Callable[[Spool], Coroutine[Any, Any, None]]) -> None:
@@ -565,8 +569,8 @@ class Delivery:
         Under ``on_store_error="hold"``, not while the breaker keeps the store alone.
         """
         limit = self._room_to_take_back()
-        if limit <= 0 or (self._settings.on_store_error == "hold" and not self._breaker.allows()):
-            return  # under "hold", the spool keeps its records until the store answers
+        if limit <= 0 or self._spool_waits_for_store():
+            return
         try:
             taken = await spool.take(limit)
         except Exception as exc:

@@ -6,7 +6,6 @@ module imports without it; only constructing a :class:`RedisStore` requires it.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import math
 import secrets
@@ -15,6 +14,8 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from cachetools import LRUCache
+
+from .per_loop import PerLoop
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis, RedisCluster
@@ -119,8 +120,7 @@ class RedisStore:
         self._url = url
         self._prefix = prefix
         self._socket_timeout = float(socket_timeout)
-        self._client: Redis | RedisCluster | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._clients = PerLoop(self._make_client)
         self._in_doubt: LRUCache[str, str] = LRUCache(maxsize=_IN_DOUBT_MAX)
 
     @property
@@ -191,22 +191,10 @@ class RedisStore:
         A later :meth:`claim` connects again, so closing twice, or using the
         store after a restart of the application, is harmless.
         """
-        client, loop = self._client, self._loop
-        self._client = self._loop = None
-        if client is not None and loop is asyncio.get_running_loop():
-            await client.aclose()
-        # A client made in another loop cannot be closed from this one; it is
-        # dropped, and its sockets close when it is garbage collected.
+        await self._clients.aclose()
 
     def _current_client(self) -> Redis | RedisCluster:
-        if self._given is not None:
-            return self._given
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._loop is not loop:
-            # Any client made in an earlier loop is dropped, not closed (see aclose).
-            self._client = self._make_client()
-            self._loop = loop
-        return self._client
+        return self._given if self._given is not None else self._clients.get()
 
     def _make_client(self) -> Redis:
         from redis.asyncio import BlockingConnectionPool, Redis

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, BinaryIO, NamedTuple, Protocol
 from .._config import ConfigError
 from .._segment import MAX_EVENT_BYTES
 from .._settings import RedisUrl
+from .per_loop import PerLoop
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -236,28 +237,23 @@ class RedisSpool:
             ) from None
         self._url = url
         self._timeout = timeout
-        self._client: Redis | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._clients = PerLoop(self._make_client)
 
-    def _client_for_this_loop(self) -> Redis:
+    def _make_client(self) -> Redis:
         from redis.asyncio import Redis
 
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._loop is not loop:
-            self._client = Redis.from_url(
-                self._url.url, socket_timeout=self._timeout, socket_connect_timeout=self._timeout
-            )
-            self._loop = loop
-        return self._client
+        return Redis.from_url(
+            self._url.url, socket_timeout=self._timeout, socket_connect_timeout=self._timeout
+        )
 
     async def append(self, records: Sequence[bytes]) -> None:
         if records:
             async with asyncio.timeout(self._timeout):
-                await self._client_for_this_loop().rpush(REDIS_KEY, *records)
+                await self._clients.get().rpush(REDIS_KEY, *records)
 
     async def take(self, limit: int) -> Taken | None:
         async with asyncio.timeout(self._timeout):
-            popped = await self._client_for_this_loop().lpop(REDIS_KEY, limit)
+            popped = await self._clients.get().lpop(REDIS_KEY, limit)
         if not isinstance(popped, list) or not popped:  # None: no list (LPOP with a count)
             return None
         # bytes: the client is made without decode_responses.
@@ -266,9 +262,7 @@ class RedisSpool:
         return Taken(records, len(popped) - len(records))
 
     async def aclose(self) -> None:
-        client, self._client = self._client, None
-        if client is not None and self._loop is asyncio.get_running_loop():
-            await client.aclose()
+        await self._clients.aclose()
 
     def __str__(self) -> str:
         return self._url.redacted()

@@ -19,6 +19,7 @@ import httpx2
 
 from .._segment import basic_credentials, batch_body
 from .._version import __version__
+from .per_loop import PerLoop
 from .retry import parse_retry_after
 
 _GZIP_IN_THREAD = 64 * 1024  # bigger bodies are compressed off the event loop
@@ -94,14 +95,15 @@ class SegmentTransport:
         }
         self._timeout = timeout
         self._http_transport = http_transport
-        self._client: httpx2.AsyncClient | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._clients = PerLoop(
+            lambda: httpx2.AsyncClient(timeout=self._timeout, transport=self._http_transport)
+        )
 
     async def send(self, batch: Batch) -> Outcome:
         raw = batch.body()
         # Compressing ~500 KB takes milliseconds: not on the loop that serves pages.
         body = await asyncio.to_thread(_gzip, raw) if len(raw) > _GZIP_IN_THREAD else _gzip(raw)
-        client = self._client_for_this_loop()
+        client = self._clients.get()
         try:
             # httpx's timeout is per phase (connect, each read...): a sink trickling
             # bytes could hold a request forever, so the whole exchange is bounded too.
@@ -111,18 +113,8 @@ class SegmentTransport:
             return Outcome(0, error=f"{type(exc).__name__}: {exc}")
         return Outcome(response.status_code, parse_retry_after(response.headers.get("retry-after")))
 
-    def _client_for_this_loop(self) -> httpx2.AsyncClient:
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._loop is not loop:
-            # Connections belong to the loop that opened them.
-            self._client = httpx2.AsyncClient(timeout=self._timeout, transport=self._http_transport)
-            self._loop = loop
-        return self._client
-
     async def aclose(self) -> None:
-        if self._client is not None and self._loop is asyncio.get_running_loop():
-            await self._client.aclose()
-        self._client = None
+        await self._clients.aclose()
 
     def __repr__(self) -> str:
         return f"SegmentTransport({self._url!r})"  # never the write key

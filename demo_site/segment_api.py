@@ -34,7 +34,6 @@ from demo_site.json_responses import (
     JSONValue,
     RequestError,
     bad_request,
-    error_response,
     json_response,
 )
 from demo_site.segment_messages import CALL_TYPES, rows_from_payload
@@ -157,30 +156,27 @@ def segment_routes(store: CallStore, write_key: str | None) -> list[Route]:
     """
 
     async def ingest(request: Request, call_type: str) -> Response:
-        try:
-            _require_json(request.headers.get("content-type", ""))
-            header_key: str | None = None
-            authorization = request.headers.get("authorization")
-            if authorization is not None:
-                header_key = _basic_username(authorization)
-            if (
-                write_key is not None
-                and header_key is not None
-                and not _same_key(header_key, write_key)
-            ):
-                raise RequestError(401, "invalid write key")
-            raw = await _read_body(request)
-            body = _decode_body(raw, request.headers.get("content-encoding", ""))
-            payload = _parse_json(body)
-            if (
-                write_key is not None
-                and header_key is None
-                and not _same_key(payload.get("writeKey"), write_key)
-            ):
-                raise RequestError(401, "missing or invalid write key")
-            rows = rows_from_payload(payload, call_type)
-        except RequestError as error:
-            return error_response(error)
+        _require_json(request.headers.get("content-type", ""))
+        header_key: str | None = None
+        authorization = request.headers.get("authorization")
+        if authorization is not None:
+            header_key = _basic_username(authorization)
+        if (
+            write_key is not None
+            and header_key is not None
+            and not _same_key(header_key, write_key)
+        ):
+            raise RequestError(401, "invalid write key")
+        raw = await _read_body(request)
+        body = _decode_body(raw, request.headers.get("content-encoding", ""))
+        payload = _parse_json(body)
+        if (
+            write_key is not None
+            and header_key is None
+            and not _same_key(payload.get("writeKey"), write_key)
+        ):
+            raise RequestError(401, "missing or invalid write key")
+        rows = rows_from_payload(payload, call_type)
         await run_in_threadpool(store.insert, rows)
         return json_response({"success": True})
 

@@ -31,12 +31,15 @@ from typing import Final
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from demo_site.allowed_hosts import AllowedHostsMiddleware, exposure_warning
 from demo_site.call_store import CallStore
 from demo_site.dashboard import dashboard_routes
+from demo_site.json_responses import RequestError, error_response
 from demo_site.same_origin import SameOriginWritesMiddleware
 from demo_site.segment_api import segment_routes
 from demo_site.sink_api import sink_api_routes
@@ -46,6 +49,11 @@ from optibase_edge._toml import read_toml
 
 STATIC_DIR: Final = Path(__file__).with_name("static")
 """The dashboard's stylesheet and script, found beside this file in a checkout."""
+
+
+async def _refused(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestError)  # the only class it is registered for
+    return error_response(exc)
 
 
 def create_sink_app(
@@ -90,6 +98,8 @@ def create_sink_app(
             Middleware(SameOriginWritesMiddleware),
         ],
         lifespan=lifespan,
+        # A request the sink refuses, from any route: a JSON error with its status.
+        exception_handlers={RequestError: _refused},
     )
     app.state.sink_store = store
     return app

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from demo_site.json_responses import RequestError, bad_request, error_response, json_response
+from demo_site.json_responses import bad_request, json_response
 from demo_site.sink_results import StoredResults
 
 DEFAULT_PAGE: Final = 100
@@ -42,11 +42,8 @@ def sink_api_routes(results: StoredResults) -> list[Route]:
     async def calls(request: Request) -> Response:
         if request.method == "DELETE":
             return await reset(request)
-        try:
-            after = _query_int(request, "after", 0, -1, 2**63 - 1)
-            limit = _query_int(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
-        except RequestError as error:
-            return error_response(error)
+        after = _query_int(request, "after", 0, -1, 2**63 - 1)
+        limit = _query_int(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
         return json_response(await run_in_threadpool(store.calls_after, after, limit))
 
     async def report(request: Request) -> Response:

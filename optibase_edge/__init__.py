@@ -13,6 +13,7 @@ from ._delivery.transports import (
 )
 from ._middleware import OptibaseMiddleware, get_visitor
 from ._optibase import Optibase
+from ._proxy import ReverseProxy
 from ._results import experiment_results
 from ._version import __version__
 from ._visitor import Visitor
@@ -30,6 +31,7 @@ __all__ = [
     "OptibaseMiddleware",
     "Outcome",
     "RedisStore",
+    "ReverseProxy",
     "SegmentTransport",
     "Test",
     "Transport",

@@ -41,6 +41,7 @@ class QueueMachine(RuleBasedStateMachine):
         self.queue = EventQueue(max_events=8, max_bytes=1_500)
         self.outstanding: list[tuple[int, list[bytes]]] = []
         self.spooled: list[bytes] = []
+        self.taken_back: list[bytes] = []  # from the spool, not restored yet
         self.made = 0
         self.overflow = False
 
@@ -138,20 +139,30 @@ class QueueMachine(RuleBasedStateMachine):
         else:
             self.queue.lost(len(drained))
 
-    @precondition(lambda self: self.spooled)
-    @rule(count=st.integers(1, 6), claimed_elsewhere=st.integers(0, 6), skipped=st.integers(0, 2))
-    def restore(self, count: int, claimed_elsewhere: int, skipped: int) -> None:
-        taken = self.spooled[:count]
+    @precondition(lambda self: self.spooled and not self.taken_back)
+    @rule(count=st.integers(1, 6))
+    def take_back(self, count: int) -> None:
+        # As the sender takes: up to half the buffer's room (a buffer of one takes one).
+        room = (self.queue.max_events + 1) // 2 - self.queue.buffered()
+        self.taken_back = self.spooled[: max(0, min(count, room))]
+        del self.spooled[: len(self.taken_back)]
+
+    @precondition(lambda self: self.taken_back)
+    @rule(claimed_elsewhere=st.integers(0, 6), skipped=st.integers(0, 2))
+    def restore(self, claimed_elsewhere: int, skipped: int) -> None:
+        # Pages may have filled the buffer since the take: restore queues them all.
+        taken, self.taken_back = self.taken_back, []
         deduped = min(claimed_elsewhere, len(taken))
         self.queue.restore(taken[deduped:], deduped, skipped)
-        del self.spooled[:count]
 
     @invariant()
     def accounting_identity(self) -> None:
         stats = self.queue.stats()
         assert balanced(stats) and min(stats.values()) >= 0, stats
         assert max(stats["deferred"], stats["beacons_dropped"]) <= stats["dropped"]
-        assert self.queue.buffered() <= self.queue.max_events
+        # Overshot by at most what was taken back while pages filled the rest.
+        max_events = self.queue.max_events
+        assert self.queue.buffered() <= max_events + (max_events + 1) // 2
         assert len(self.queue.overflow) <= (self.queue.max_events if self.overflow else 0)
         held = sum(map(len, self.queue.ready)) + sum(len(m) for _, b in self.outstanding for m in b)
         assert self.queue.held_bytes() == held <= self.queue.max_bytes

@@ -43,6 +43,8 @@ class Config:
     screen_repeat: int = 20
     # 8. results: lines of the events file given to optibase-edge report
     results_lines: int = 1_000_000
+    # 9. edge: rounds of the three wrk runs (each http_duration long)
+    edge_rounds: int = 5
 
     @classmethod
     def make(cls, quick: bool) -> Config:
@@ -69,4 +71,5 @@ class Config:
             fault_mixes=("mixed",),
             screen_repeat=3,
             results_lines=50_000,
+            edge_rounds=3,
         )

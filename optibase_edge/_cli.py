@@ -2,17 +2,26 @@
 
 ``check optibase.toml`` validates a configuration before deploying it;
 ``report EVENTS [--config optibase.toml] [--json]`` gives each test's results
-from a file of Segment messages.
+from a file of Segment messages; ``proxy --upstream URL`` runs the edge (the
+middleware in front of a :class:`ReverseProxy` to any site) under uvicorn, and
+``proxy --upstream URL --dry-run PATH`` shows the variant blocks of one page.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections import defaultdict
 from collections.abc import Sequence
 
+import httpx2
+
+from ._blocks import VariantBlocks
 from ._config import ConfigError, Conversion, Test
+from ._middleware import OptibaseMiddleware
 from ._optibase import Optibase
+from ._proxy import ReverseProxy
 from ._report import BadLines, json_report, open_events, read_messages, table_report
 from ._results import experiment_results
 from ._settings import Budget, Settings
@@ -32,10 +41,112 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--config", help="an optibase.toml: names, the control, the weights and the order"
     )
     results.add_argument("--json", action="store_true", help="write the results as JSON")
+    proxy = commands.add_parser(
+        "proxy", help="serve a site through the middleware: variants rendered at the edge"
+    )
+    proxy.add_argument("--upstream", required=True, help="the site's origin, http://host:port")
+    proxy.add_argument("--config", default="optibase.toml", help="the tests and settings")
+    proxy.add_argument("--host", default="127.0.0.1")
+    proxy.add_argument("--port", type=int, default=8000)
+    proxy.add_argument("--workers", type=int, default=1)
+    proxy.add_argument(
+        "--dry-run", metavar="PATH", help="fetch PATH from the upstream and show its variant blocks"
+    )
     args = parser.parse_args(argv)
     if args.command == "report":
         return _report(args.events, args.config, as_json=args.json)
+    if args.command == "proxy":
+        return _proxy(args)
     return _check(args.path)
+
+
+# The proxy's workers are started by uvicorn, which builds each one's app from these.
+UPSTREAM_VARIABLE = "OPTIBASE_EDGE_UPSTREAM"
+CONFIG_VARIABLE = "OPTIBASE_EDGE_CONFIG"
+
+
+def edge_app() -> OptibaseMiddleware:
+    """The edge app of ``optibase-edge proxy``, from the variables the command sets."""
+    optibase = Optibase.from_file(os.environ[CONFIG_VARIABLE])
+    return OptibaseMiddleware(ReverseProxy(os.environ[UPSTREAM_VARIABLE]), optibase=optibase)
+
+
+def _proxy(args: argparse.Namespace) -> int:
+    # Everything a worker would fail on is checked here first, naming what is wrong.
+    try:
+        optibase = Optibase.from_file(args.config)
+        ReverseProxy(args.upstream)
+    except (ConfigError, ValueError) as exc:
+        print(f"{args.config}: {exc}" if isinstance(exc, ConfigError) else exc, file=sys.stderr)
+        return 2
+    if args.dry_run is not None:
+        return _dry_run(args.upstream, args.dry_run, optibase)
+    if args.workers < 1:
+        print("--workers must be 1 or more", file=sys.stderr)
+        return 2
+    try:
+        import uvicorn
+    except ImportError:
+        print("optibase-edge proxy runs under uvicorn: pip install 'optibase-edge[edge]'")
+        return 2
+    os.environ[UPSTREAM_VARIABLE] = args.upstream
+    os.environ[CONFIG_VARIABLE] = os.path.abspath(args.config)
+    uvicorn.run(
+        "optibase_edge._cli:edge_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        lifespan="on",
+        # The edge forwards X-Forwarded-For itself: uvicorn must not rewrite the client.
+        proxy_headers=False,
+    )
+    return 0
+
+
+def _dry_run(upstream: str, path: str, optibase: Optibase) -> int:
+    """Fetch one page and print its variant blocks, as each test's control would be served."""
+    url = upstream.rstrip("/") + "/" + path.lstrip("/")
+    try:
+        response = httpx2.get(url, timeout=30.0)
+    except httpx2.HTTPError as exc:
+        print(f"{url}: {exc}", file=sys.stderr)
+        return 1
+    content_type = response.headers.get("content-type", "")
+    print(f"GET {url}: {response.status_code}, {content_type or 'no content type'}, ", end="")
+    print(f"{len(response.content):,} bytes")
+    if not content_type.lower().startswith("text/html"):
+        print("not HTML: served as it is")
+        return 0
+    plans = optibase._plans
+    blocks = VariantBlocks(
+        lambda test_id: plans[test_id].variant_ids[0] if test_id in plans else None
+    )
+    blocks.feed(response.content, False)
+    if not blocks.blocks:
+        print("no variant blocks: served as it is (with the script tag, if it is injected)")
+        return 0
+    by_test: defaultdict[str, list[tuple[str, int]]] = defaultdict(list)
+    for block in blocks.blocks:
+        by_test[block.test_id].append((block.variant_id, block.offset))
+    for test_id, found in by_test.items():
+        plan = plans.get(test_id)
+        on_page = sorted({variant for variant, _ in found})
+        where = ", ".join(f"{variant} at byte {offset:,}" for variant, offset in found)
+        print(f"test {test_id}: {len(found)} block(s): {where}")
+        if plan is None:
+            print(f"  not in the configuration: everyone is shown {found[0][0]} (the first)")
+            continue
+        configured = plan.variant_ids
+        print(f"  a visitor is assigned and shown their variant's block(s); the other "
+              f"variants' are removed; outside the test: {configured[0]} (the control)")
+        unknown = [variant for variant in on_page if variant not in configured]
+        if unknown:
+            print(f"  not variants of {test_id}, so never shown: {', '.join(unknown)}")
+        missing = [variant for variant in configured if variant not in on_page]
+        if missing:
+            print(f"  no block here for: {', '.join(missing)} (they see none of these blocks)")
+    return 0
 
 
 def _check(path: str) -> int:
@@ -78,7 +189,7 @@ def _summarise(settings: Settings) -> None:
         weights = ", ".join(
             f"{v.id} ({v.weight:g}{f', serves {v.path}' if v.path else ''})" for v in test.variants
         )
-        pages = ", ".join(test.pages) or "assigned from views only"
+        pages = ", ".join(test.pages) or "assigned by views and variant blocks only"
         print(f"  test {test.id} [{test.status}, traffic {test.traffic:.0%}]: {weights}; {pages}")
     for conversion in settings.conversions:
         where = conversion.selector or conversion.url or "from code"

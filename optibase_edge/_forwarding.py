@@ -9,10 +9,11 @@ of a response comes down with the upstream's own address taken out of
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+from ._codings import DECODABLE
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -35,19 +36,6 @@ _REPLACED_UP = frozenset(
 # The edge's server writes its own: the upstream's would make a second of each.
 _REPLACED_DOWN = frozenset({b"date", b"server"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def _brotli_imports() -> bool:
-    try:
-        importlib.import_module("brotli")
-    except ImportError:
-        return False
-    return True
-
-
-# The content codings the middleware can decode to rewrite a page: the only ones
-# an upstream is offered, so no page comes back in a coding it cannot read.
-DECODABLE: tuple[str, ...] = ("gzip", "deflate", "br") if _brotli_imports() else ("gzip", "deflate")
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,21 +10,28 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._assignment import Plan
+from ._blocks import VariantBlocks
 from ._caching import for_one_visitor, not_stored
 from ._client_script import ClientScript
+from ._codings import recoder_for
 from ._config import Conversion, ConversionType
 from ._cookie import cookie_in, is_secure, read_cookie, set_cookie_header
 from ._endpoints import Endpoints
 from ._injection import HtmlInjector, script_tag_end, script_tag_parts
 from ._optibase import Optibase
 from ._preview import NOTHING_FORCED
+from ._rewrite import BodyRewrite
 from ._visitor import Visitor
 
 logger = logging.getLogger("optibase_edge")
 
 SCOPE_KEY = "optibase.visitor"
-_INJECTING = "optibase.injecting"  # set in the scope by the first middleware that injects
+_REWRITING = "optibase.rewriting"  # set in the scope by the first middleware that rewrites
 _TAG_CACHE_SIZE = 16_384
+# How much of a page is held back, at most, while its variant blocks may still assign
+# the visitor to a test (the cookie and the caching headers go out first). A page is
+# ~100 KB at the 90th percentile; past this, the rest is streamed (see _Responder).
+_HOLD_LIMIT = 256 * 1024
 
 
 class OptibaseMiddleware:
@@ -57,8 +64,8 @@ class OptibaseMiddleware:
         self._script_marker = f"{settings.prefix}/script.js".encode()
         self._previews = optibase._previews
         self._private_responses = settings.cache_control is not None
-        # Headers about the app's body that a held start loses when a tag goes in.
-        self._replaced_on_injection = (
+        # Headers about the app's body that a held start loses when the body is rewritten.
+        self._replaced_on_rewrite = (
             (b"content-length", b"etag") if self._private_responses else (b"content-length",)
         )
         self._redirect_split = settings.split_url == "redirect"
@@ -116,9 +123,12 @@ class OptibaseMiddleware:
         app_scope = scope
         if split_path is not None and not self._redirect_split:
             app_scope = _rewritten(scope, split_path)
-        # HEAD is injected as GET is, so that it announces the GET's Content-Length.
+        # HEAD is injected as GET is, so that it announces the GET's Content-Length; its
+        # blocks are not resolved: no page is served, so no test may be assigned.
         inject = self._inject and (is_get or scope["method"] == "HEAD")
-        responder = _Responder(self, app_scope, send, visitor, page_views, inject, preview_cookie)
+        responder = _Responder(
+            self, app_scope, send, visitor, page_views, inject, is_get, preview_cookie
+        )
         try:
             if split_path is not None and self._redirect_split:
                 await _redirect(responder.send, _under_root(split_path, scope), scope)
@@ -129,8 +139,10 @@ class OptibaseMiddleware:
             scope.pop(SCOPE_KEY, None)
             app_scope.pop(SCOPE_KEY, None)
 
-    def _injector_for(self, start: Message, visitor: Visitor, scope: Scope) -> HtmlInjector | None:
+    def _rewrite_for(self, start: Message, responder: _Responder) -> tuple[BodyRewrite, bool] | None:
+        """How this HTML body is rewritten, and whether its start has a length to redo."""
         html = length_declared = False
+        coding = None
         for key, value in start.get("headers", ()):
             key = key.lower()
             if key == b"content-type":
@@ -138,16 +150,19 @@ class OptibaseMiddleware:
             elif key == b"content-length":
                 length_declared = True
             elif key == b"content-encoding":
-                return None  # compressed: leave it be
-        if not html or scope.get(_INJECTING):
+                coding = value
+        scope = responder._scope
+        if not html or scope.get(_REWRITING):
             return None
-        scope[_INJECTING] = True  # a second middleware in the stack must not
-        nonce = self._csp_nonce
-        if callable(nonce):
-            nonce = nonce(scope)
-        before, after = self._tag_parts(visitor)
-        tag = before + visitor.id.encode() + after + script_tag_end(nonce)
-        return HtmlInjector(tag, self._script_marker, length_declared)
+        recoder = None
+        if coding is not None and coding.strip().lower() != b"identity":
+            recoder = recoder_for(coding)
+            if recoder is None:
+                return None  # a coding this library cannot undo: the page goes as it is
+        scope[_REWRITING] = True  # a second middleware in the stack must not
+        blocks = VariantBlocks(responder._choose) if responder._resolve_blocks else None
+        make_injector = responder._make_injector if responder._inject else None
+        return BodyRewrite(recoder, blocks, make_injector), length_declared
 
     def _tag_parts(self, visitor: Visitor) -> tuple[bytes, bytes]:
         """The script tag around the visitor's ID, as their variants make it."""
@@ -211,31 +226,48 @@ class OptibaseMiddleware:
 
 
 class _Responder:
-    """One response's state: PAGE_VIEW conversions, cookies, caching, the script tag, the length.
+    """One response's state: PAGE_VIEW conversions, cookies, caching, the body's rewriting.
 
-    On ``http.response.start`` the conversions fire (2xx only), the cookies are
-    added when they changed, an injector is chosen for an uncompressed HTML body
-    of a 200 (no other status has a whole page to take the tag: a 206's range,
-    a 304's or 204's empty body), and a response that depended on its visitor is
-    made private (a preview's, not stored at all). If the start declares a
-    Content-Length that injection will change, it is held back until the first
-    body message, then released with the new length (or none, for a streamed
-    body: the server chunks it). Any other message (``http.response.pathsend``,
-    ``zerocopysend``, ``trailers``) releases a held start unchanged and is
-    passed on: nothing is injected into a file sent by path. So does an empty
-    last body, a HEAD's that leaves the body out. A HEAD is otherwise injected
-    as its GET is, for the same Content-Length.
+    On ``http.response.start`` the conversions fire (2xx only), and a 200's HTML
+    body (no other status has a whole page: a 206's range, a 304's or 204's
+    empty body) is rewritten: decoded if it is gzip, deflate or br, its variant
+    blocks resolved (GET only), the script tag put in. The start is finished,
+    with the visitor's cookie when it changed and made private when the
+    response depended on its visitor (a preview's, not stored at all), only
+    once nothing more can change them.
+
+    So the start is held back while the page's blocks may still assign the
+    visitor to a test (the visitor is not read yet, or is not in every running
+    test): until the body ends, or ``_HOLD_LIMIT`` of it is held; then the held
+    part is rewritten and sent after the start. Blocks met after the start has
+    gone out assign no one: the visitor's variant if they have one and the
+    response is theirs, else what everyone sees (the control, a stopped test's
+    winner). A start whose Content-Length the rewriting changes is held until
+    the first body chunk. A body sent whole gets its exact length, or, if the
+    rewriting left it as it was, the app's start and bytes unchanged; a
+    streamed one none (the server chunks it).
+
+    Any other message (``http.response.pathsend``, ``zerocopysend``,
+    ``trailers``) releases a held start and is passed on: nothing is rewritten
+    in a file sent by path. So does an empty last body, a HEAD's that leaves
+    the body out. A HEAD is otherwise injected as its GET is, for the same
+    Content-Length.
     """
 
     __slots__ = (
+        "_held",
+        "_held_size",
         "_held_start",
+        "_hold_limit",
         "_inject",
-        "_injector",
         "_middleware",
         "_page_views",
         "_preview_cookie",
+        "_resolve_blocks",
+        "_rewrite",
         "_scope",
         "_send",
+        "_shown_to_visitor",
         "_visitor",
     )
 
@@ -247,6 +279,7 @@ class _Responder:
         visitor: Visitor,
         page_views: tuple[Conversion, ...],
         inject: bool,
+        resolve_blocks: bool,
         preview_cookie: tuple[bytes, bytes] | None,
     ) -> None:
         self._middleware = middleware
@@ -256,44 +289,75 @@ class _Responder:
         self._visitor = visitor
         self._page_views = page_views
         self._inject = inject
-        self._injector: HtmlInjector | None = None
+        self._resolve_blocks = resolve_blocks
+        self._rewrite: BodyRewrite | None = None
         self._held_start: Message | None = None
+        self._held: list[bytes] = []
+        self._held_size = 0
+        self._hold_limit = 0
+        # Once the start is out: whether the response is this visitor's alone (None before).
+        self._shown_to_visitor: bool | None = None
 
     async def send(self, message: Message) -> None:
         kind = message["type"]
-        injector = self._injector
+        rewrite = self._rewrite
         if kind == "http.response.start":
             message = self._start(message)
-            injector = self._injector
-            if injector is not None and injector.length_declared:
-                self._held_start = message  # the length is known once the first chunk is seen
-                return
-        elif (
-            kind == "http.response.body"
-            and injector is not None
-            and (self._held_start is None or message.get("body") or message.get("more_body"))
-        ):
-            # Inline rather than a helper coroutine: an extra await per chunk is measurable.
-            more_body = message.get("more_body", False)
-            body = injector.feed(message.get("body", b""), more_body)
             if self._held_start is not None:
-                start, self._held_start = self._held_start, None
-                # The body is ours now: the app's length (and ETag) described its own.
-                replaced = self._middleware._replaced_on_injection
-                headers = [h for h in start["headers"] if h[0].lower() not in replaced]
-                if not more_body:
-                    headers.append((b"content-length", str(len(body)).encode()))
-                # A streamed body's final length is unknown: the server will chunk it.
-                await self._send({**start, "headers": headers})
-            message = {**message, "body": body}
+                return
+            message = self._finish(message)
+        elif kind == "http.response.body" and rewrite is not None:
+            body: bytes = message.get("body", b"")
+            more_body: bool = message.get("more_body", False)
+            if self._held_start is not None:
+                if more_body and (not body or self._held_size + len(body) <= self._hold_limit):
+                    self._held.append(body)
+                    self._held_size += len(body)
+                    return
+                if body or self._held:
+                    await self._release(body, more_body)
+                    return
+                # An empty last body and nothing held: a HEAD answered without its
+                # body, as Starlette's FileResponse does. Its length stays the app's,
+                # short of the GET's by the tag: a limit, as a file sent by path has.
+                self._rewrite = None
+                await self._send(self._finish(self._take_held_start()))
+            # Inline rather than a helper coroutine: an extra await per chunk is measurable.
+            message = {**message, "body": rewrite.feed(body, more_body)}
         elif self._held_start is not None:
-            # Also an empty body under a declared length: a HEAD answered without its
-            # body, as Starlette's FileResponse does. Its length stays the app's,
-            # short of the GET's by the tag: a limit, as a file sent by path has.
-            start, self._held_start = self._held_start, None
-            self._injector = None
-            await self._send(start)
+            if self._held:
+                await self._release(b"", True)
+            else:
+                self._rewrite = None
+                await self._send(self._finish(self._take_held_start()))
         await self._send(message)
+
+    async def _release(self, body: bytes, more_body: bool) -> None:
+        """Send the held start and the held body, with *body*, rewritten."""
+        rewrite = self._rewrite
+        assert rewrite is not None
+        data = b"".join((*self._held, body)) if self._held else body
+        self._held = []
+        rewritten = rewrite.feed(data, more_body)  # the blocks assign before the cookie is set
+        start = self._take_held_start()
+        if not more_body and not rewrite.changed:
+            self._rewrite = None  # the app's own page goes out, ETag and all
+            await self._send(self._finish(start))
+            await self._send({"type": "http.response.body", "body": data})
+            return
+        # The body is ours now: the app's length (and ETag) described its own.
+        replaced = self._middleware._replaced_on_rewrite
+        headers = [h for h in start["headers"] if h[0].lower() not in replaced]
+        if not more_body:
+            headers.append((b"content-length", str(len(rewritten)).encode()))
+        await self._send(self._finish({**start, "headers": headers}))
+        await self._send({"type": "http.response.body", "body": rewritten, "more_body": more_body})
+
+    def _take_held_start(self) -> Message:
+        start = self._held_start
+        assert start is not None
+        self._held_start = None
+        return start
 
     def _start(self, message: Message) -> Message:
         visitor = self._visitor
@@ -301,18 +365,73 @@ class _Responder:
             if self._page_views and 200 <= message["status"] < 300:
                 for conversion in self._page_views:
                     visitor._fire(conversion)
-            if self._inject and message["status"] == 200:
-                self._injector = self._middleware._injector_for(message, visitor, self._scope)
-            message = self._middleware._set_cookie(message, visitor, self._scope)
+            if message["status"] == 200 and (self._inject or self._resolve_blocks):
+                found = self._middleware._rewrite_for(message, self)
+                if found is not None:
+                    self._rewrite, length_declared = found
+                    if self._resolve_blocks and self._blocks_may_assign():
+                        self._hold_limit = _HOLD_LIMIT
+                        self._held_start = message
+                    elif length_declared:
+                        self._held_start = message  # its length is known at the first chunk
+        except Exception:
+            self._rewrite = self._held_start = None
+            logger.exception("optibase: could not finish the visitor; response unchanged")
+        return message
+
+    def _finish(self, message: Message) -> Message:
+        """The start as it goes out: the visitor's cookies, the caching that fits it."""
+        try:
+            message = self._middleware._set_cookie(message, self._visitor, self._scope)
             if self._preview_cookie is not None:
                 headers = [*message.get("headers", ()), self._preview_cookie]
                 message = {**message, "headers": headers}
+            visitor = self._visitor
+            self._shown_to_visitor = (
+                visitor._id is not None or bool(visitor._forced) or self._preview_cookie is not None
+            )
             if self._middleware._private_responses:
                 message = self._cache_safe(message)
         except Exception:
-            self._injector = None
+            self._rewrite = None
             logger.exception("optibase: could not finish the visitor; response unchanged")
         return message
+
+    def _blocks_may_assign(self) -> bool:
+        """Whether a variant block in this page might still assign the visitor to a test."""
+        visitor = self._visitor
+        if visitor._id is None:
+            if not self._inject:
+                return True  # nor is it known yet whether the page will depend on the visitor
+            visitor._load()  # the tag names the visitor: the page is theirs anyway
+        assignments = visitor._assignments
+        return not visitor._forced and any(
+            test_id not in assignments for test_id in self._middleware.optibase._running()
+        )
+
+    def _choose(self, test_id: str) -> str | None:
+        """The variant whose blocks this page keeps for *test_id* (None: a test not configured)."""
+        plan = self._middleware.optibase._plans.get(test_id)
+        if plan is None:
+            return None
+        shown_to_visitor = self._shown_to_visitor
+        if shown_to_visitor is None:
+            variant = self._visitor._variant(plan)  # may assign, and send the exposure
+        elif shown_to_visitor:
+            variant = self._visitor._variant(plan, may_assign=False)
+        else:  # a response others may be served from a cache: what everyone sees
+            test = plan.test
+            variant = test.winner if test.status == "stopped" else None
+        return plan.variant_ids[0] if variant is None else variant
+
+    def _make_injector(self) -> HtmlInjector:
+        middleware, visitor = self._middleware, self._visitor
+        nonce = middleware._csp_nonce
+        if callable(nonce):
+            nonce = nonce(self._scope)
+        before, after = middleware._tag_parts(visitor)
+        tag = before + visitor.id.encode() + after + script_tag_end(nonce)
+        return HtmlInjector(tag, middleware._script_marker, False)
 
     def _cache_safe(self, message: Message) -> Message:
         visitor = self._visitor
@@ -320,9 +439,8 @@ class _Responder:
             return {**message, "headers": not_stored(message.get("headers", ()))}
         if visitor._id is None:
             return message  # nothing about the visitor was used: the app's caching stands
-        # A held start loses its ETag only if a body is injected (not for a file sent by path).
-        injector = self._injector
-        drop_etag = injector is not None and not injector.length_declared
+        # A streamed rewrite's start keeps no ETag: the body is no longer the app's.
+        drop_etag = self._rewrite is not None and self._held_start is None
         headers = for_one_visitor(message.get("headers", ()), drop_etag=drop_etag)
         return {**message, "headers": headers}
 

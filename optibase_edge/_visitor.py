@@ -261,7 +261,8 @@ class Visitor:
                 return record
         return None
 
-    def _variant(self, plan: Plan) -> str | None:
+    def _variant(self, plan: Plan, *, may_assign: bool = True) -> str | None:
+        """The visitor's variant in *plan*'s test; unless *may_assign*, only one already made."""
         test = plan.test
         if self._forced and test.id in self._forced:
             return self._forced[test.id]
@@ -272,7 +273,7 @@ class Visitor:
         stored = self._assignments.get(test.id)
         if stored is not None and stored in plan.variant_ids:
             return stored
-        if self._screen() in _OUTSIDE_TESTS:
+        if not may_assign or self._screen() in _OUTSIDE_TESTS:
             return None
         chosen = choose(plan, visitor_id)
         if chosen is None:

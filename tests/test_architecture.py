@@ -18,10 +18,11 @@ PACKAGE = Path(optibase_edge.__file__).parent
 CORE = {
     "_config", "_settings", "_toml", "_cookie", "_assignment", "_pages", "_events",
     "_segment", "_screening", "_injection", "_seen", "_version", "_hosts", "_caching", "_proxies",
-    "_budgets", "_results", "_statistics", "_forwarding",
+    "_budgets", "_results", "_statistics", "_forwarding", "_codings", "_rewrite", "_html",
+    "_blocks",
 }  # fmt: skip
 ENGINE = {"_optibase", "_visitor", "_preview"}
-SHELL = {"_middleware", "_endpoints", "_client_script", "_cli", "_report", "_proxy"}
+SHELL = {"_middleware", "_endpoints", "_client_script", "_cli", "_report", "_proxy", "__main__"}
 MAY_IMPORT = {
     "core": {"core"},
     "delivery": {"core", "delivery"},

@@ -3,8 +3,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from starlette.types import Receive, Scope, Send
 
 from optibase_edge._cli import main
+from tests.support.server import serve
 
 GOOD = """
 secret_keys = ["cli-secret-key-0123456789abcdef0123"]
@@ -134,3 +136,68 @@ def test_the_example_configuration_is_valid(capsys: pytest.CaptureFixture[str]) 
     for conversion in ("signup [CLICK, one per visitor]", "pricing [PAGE_VIEW]", "purchase"):
         assert f"conversion {conversion}" in out
     assert "development mode" in out  # no secrets in the file: they come from the environment
+
+
+BLOCKS_PAGE = (
+    b"<html><body>"
+    b'<div data-optibase-test="hero" data-optibase-variant="control">Calm</div>'
+    b'<div data-optibase-test="hero" data-optibase-variant="bold">Bold</div>'
+    b'<div data-optibase-test="hero" data-optibase-variant="blod">Typo</div>'
+    b"<p data-optibase-test=banner data-optibase-variant=x>Sale</p>"
+    b"</body></html>"
+)
+
+
+def test_proxy_dry_run_shows_the_blocks_of_a_page(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "optibase.toml"
+    path.write_text(GOOD)
+
+    async def upstream(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        assert scope["path"] == "/landing/spring"
+        headers = [(b"content-type", b"text/html; charset=utf-8")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": BLOCKS_PAGE})
+
+    with serve(upstream, lifespan="off") as url:
+        assert main(["proxy", "--upstream", url, "--config", str(path), "--dry-run", "/landing/spring"]) == 0
+    out = capsys.readouterr().out
+    assert f"GET {url}/landing/spring: 200, text/html; charset=utf-8, {len(BLOCKS_PAGE)} bytes" in out
+    at = [
+        BLOCKS_PAGE.rindex(b"<div", 0, BLOCKS_PAGE.index(b'variant="%s"' % variant))
+        for variant in (b"control", b"bold", b"blod")
+    ]
+    assert f"test hero: 3 block(s): control at byte {at[0]}, bold at byte {at[1]}, " in out
+    assert f"blod at byte {at[2]}" in out
+    assert "outside the test: control (the control)" in out
+    assert "not variants of hero, so never shown: blod" in out
+    assert "test banner: 1 block(s)" in out
+    assert "not in the configuration: everyone is shown x (the first)" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--upstream", "ftp://127.0.0.1:1"], "upstream_url"),
+        (["--upstream", "http://127.0.0.1:1", "--workers", "0"], "--workers must be 1 or more"),
+    ],
+)
+def test_proxy_refuses_a_bad_start_naming_what_is_wrong(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    path = tmp_path / "optibase.toml"
+    path.write_text(GOOD)
+    assert main(["proxy", "--config", str(path), *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_proxy_refuses_a_bad_configuration_naming_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "optibase.toml"
+    path.write_text(GOOD.replace("traffic = 0.5", "traffic = 5"))
+    assert main(["proxy", "--upstream", "http://127.0.0.1:1", "--config", str(path)]) == 2
+    assert "traffic" in capsys.readouterr().err

@@ -32,6 +32,7 @@ from starlette.applications import Starlette
 from demo_site.app import PLANS, create_demo_app
 from demo_site.experiment import CONVERSIONS, HEADLINES, TESTS, VARIANT_NAMES
 from demo_site.sink import create_sink_app
+from demo_site.webflow_page import BLOCK_TESTS as LANDING_TESTS
 from tests.support.dashboard import read_results, view
 from tests.support.net import LOOPBACK, bound_socket, free_port
 from tests.support.polling import wait_until
@@ -344,16 +345,24 @@ def start_demo(*args: str) -> subprocess.Popen[str]:
 def test_python_m_demo_site_starts_serves_and_stops_cleanly(
     tmp_path: Path, stop_signal: signal.Signals
 ) -> None:
-    site_port, sink_port = free_port(), free_port()
+    site_port, sink_port, edge_port = free_port(), free_port(), free_port()
     db = tmp_path / "sink.sqlite3"
     process = start_demo(
-        "--port", str(site_port), "--sink-port", str(sink_port), "--db", str(db),
-        "--allow-host", "demo.test",
+        "--port", str(site_port), "--sink-port", str(sink_port), "--edge-port", str(edge_port),
+        "--db", str(db), "--allow-host", "demo.test",
     )  # fmt: skip
     try:
-        wait_for_port(site_port, process)
-        wait_for_port(sink_port, process)
+        for port in (site_port, sink_port, edge_port):
+            wait_for_port(port, process)
         site, sink = f"http://127.0.0.1:{site_port}", f"http://127.0.0.1:{sink_port}"
+        edge = f"http://127.0.0.1:{edge_port}"
+        # The landing page through the edge: one block of each test is left.
+        with httpx2.Client(base_url=edge, headers={"User-Agent": USER_AGENT}, timeout=5) as http:
+            landing = http.get("/")
+            assert landing.status_code == 200
+            for test_id in LANDING_TESTS:
+                assert landing.text.count(f'data-optibase-test="{test_id}"') == 1
+            edge_visitor = http.get("/_optibase/variants").json()["visitor_id"]
         with httpx2.Client(base_url=site, headers={"User-Agent": USER_AGENT}, timeout=5) as http:
             home = http.get("/")
             assert home.status_code == 200 and 'id="signup"' in home.text
@@ -376,16 +385,23 @@ def test_python_m_demo_site_starts_serves_and_stops_cleanly(
     assert "warning" not in err
     assert f"site:       {site}/" in out
     assert f"dashboard:  {sink}/" in out
+    assert f"edge:       {edge}/" in out
     assert "stopped:" in out and "0 pending, 0 lost" in out, out
     with sqlite3.connect(db) as conn:
         rows = conn.execute(
             "SELECT type, event FROM calls WHERE anonymous_id = ? ORDER BY id", (visitor_id,)
+        ).fetchall()
+        landing_rows = conn.execute(
+            "SELECT type, event FROM calls WHERE anonymous_id = ? ORDER BY id", (edge_visitor,)
         ).fetchall()
     assert rows == [
         ("identify", None),
         ("track", "Experiment Viewed"),
         ("track", "Conversion Triggered"),
     ]
+    assert landing_rows == [("identify", None)] + [("track", "Experiment Viewed")] * len(
+        LANDING_TESTS
+    )
 
 
 def demo_that_stops(*args: str) -> tuple[int, str]:

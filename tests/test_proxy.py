@@ -44,8 +44,8 @@ from optibase_edge import (
     Test,
     Variant,
 )
+from optibase_edge._codings import DECODABLE
 from optibase_edge._forwarding import (
-    DECODABLE,
     HOP_BY_HOP,
     Upstream,
     accept_encoding,

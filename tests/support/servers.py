@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from functools import partial
 from pathlib import Path
@@ -63,19 +63,31 @@ def _command(kind: ServerKind, app_path: str, port: int) -> list[str]:
 def run_server(kind: ServerKind, app_path: str, env: Mapping[str, str]) -> Iterator[str]:
     """Serve *app_path* with *kind* while the block runs; yield ``http://127.0.0.1:PORT``.
 
+    A server that is not installed skips the test, or fails it under CI; the
+    rest is :func:`run_command`'s.
+    """
+    if importlib.util.find_spec(kind) is None:
+        missing(f"{kind} is not installed (pip install -e '.[test]')")
+    with run_command(kind, partial(_command, kind, app_path), env) as url:
+        yield url
+
+
+@contextmanager
+def run_command(
+    name: str, command: Callable[[int], list[str]], env: Mapping[str, str] = {}
+) -> Iterator[str]:
+    """Run the server *command* (given its port) while the block runs; yield its URL.
+
     The server gets this environment plus *env*, and imports this checkout's code
     first (``PYTHONPATH``), not an installed copy. It is ready once its port
     accepts a connection. On leaving it gets SIGTERM and must exit cleanly within
     ``STOP_TIMEOUT`` (else it is killed, with its workers), and without having
-    logged a traceback; otherwise the test fails, showing its log. A server that
-    is not installed skips the test, or fails it under CI.
+    logged a traceback; otherwise the test fails, showing its log.
     """
-    if importlib.util.find_spec(kind) is None:
-        missing(f"{kind} is not installed (pip install -e '.[test]')")
     paths = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
     full_env = {**os.environ, **env, "PYTHONPATH": os.pathsep.join(paths)}
     with tempfile.TemporaryFile() as log:
-        proc, port = _start(kind, app_path, full_env, log)
+        proc, port = _start(name, command, full_env, log)
         try:
             yield f"http://{LOOPBACK}:{port}"
         finally:
@@ -83,21 +95,21 @@ def run_server(kind: ServerKind, app_path: str, env: Mapping[str, str]) -> Itera
         output = _read(log)
     tail = output[-TAIL:]
     if not stopped:
-        pytest.fail(f"{kind} did not stop within {STOP_TIMEOUT:g} s of SIGTERM; its log:\n{tail}")
+        pytest.fail(f"{name} did not stop within {STOP_TIMEOUT:g} s of SIGTERM; its log:\n{tail}")
     if proc.returncode not in CLEAN_EXITS:
-        pytest.fail(f"{kind} exited with {proc.returncode} on SIGTERM; its log:\n{tail}")
+        pytest.fail(f"{name} exited with {proc.returncode} on SIGTERM; its log:\n{tail}")
     if "Traceback (most recent call last)" in output:
-        pytest.fail(f"{kind} logged a traceback; its log:\n{tail}")
+        pytest.fail(f"{name} logged a traceback; its log:\n{tail}")
 
 
 def _start(
-    kind: ServerKind, app_path: str, env: Mapping[str, str], log: IO[bytes]
+    name: str, command: Callable[[int], list[str]], env: Mapping[str, str], log: IO[bytes]
 ) -> tuple[subprocess.Popen[bytes], int]:
     """Start the server on a free port (Granian takes a port number, not a socket)."""
 
     def spawn(port: int) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
-            _command(kind, app_path, port),
+            command(port),
             cwd=ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -111,16 +123,16 @@ def _start(
     return started_on_a_free_port(
         spawn,
         _accepts,
-        partial(_listening, kind, log=log),
-        name=kind,
+        partial(_listening, name, log=log),
+        name=name,
         log=lambda: _read(log)[-TAIL:],
         timeout=STARTUP_TIMEOUT,
         stop=_stop,
     )
 
 
-def _listening(kind: ServerKind, port: int, *, log: IO[bytes]) -> str:
-    return f"{kind} to listen on port {port}; its log:\n{_read(log)[-TAIL:]}"
+def _listening(name: str, port: int, *, log: IO[bytes]) -> str:
+    return f"{name} to listen on port {port}; its log:\n{_read(log)[-TAIL:]}"
 
 
 def _accepts(port: int) -> bool:

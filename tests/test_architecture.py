@@ -18,7 +18,7 @@ PACKAGE = Path(optibase_edge.__file__).parent
 CORE = {
     "_config", "_settings", "_toml", "_cookie", "_assignment", "_pages", "_events",
     "_segment", "_screening", "_injection", "_seen", "_version", "_hosts", "_caching", "_proxies",
-    "_budgets", "_results", "_statistics", "_html",
+    "_budgets", "_results", "_statistics", "_html", "_blocks",
 }  # fmt: skip
 ENGINE = {"_optibase", "_visitor", "_preview"}
 SHELL = {"_middleware", "_endpoints", "_client_script", "_cli", "_report"}

@@ -30,6 +30,7 @@ SECTIONS = (
     "faults",
     "screening",
     "results",
+    "rewrite",
 )
 
 # Every ``benchmarks.bench_<section>`` module has a ``run`` of this type, plain or async.

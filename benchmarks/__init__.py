@@ -15,6 +15,9 @@ Sections (see each module's docstring for exactly what is measured):
 * ``assignment`` -- ``choose()`` vs GrowthBook ``run()`` (bench_assignment)
 * ``memory``     -- dedupe LRU bytes per entry at 1M entries (bench_memory)
 * ``faults``     -- site p99 with a hanging Segment endpoint vs a healthy one (bench_faults)
+* ``screening``  -- telling a bot from a person, per request and how right (bench_screening)
+* ``results``    -- ``optibase-edge report`` on a million lines (bench_results)
+* ``rewrite``    -- MB/s of resolving variant blocks vs selectolax, html.parser (bench_rewrite)
 """
 
 from pathlib import Path

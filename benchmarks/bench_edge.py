@@ -1,4 +1,4 @@
-"""9. Edge mode: the reverse proxy and its variant blocks, against the site served directly.
+"""10. Edge mode: the reverse proxy and its variant blocks, against the site served directly.
 
 Two uvicorn processes, one worker each, on 127.0.0.1: the upstream site, a
 Starlette app answering ``/`` with the demo's 100 KB Webflow-like page (four
@@ -75,7 +75,7 @@ def run(cfg: Config) -> SectionResult:
     rps = {k: [x["rps"] for x in v] for k, v in raw.items()}
     p99 = {k: [x["p99_ms"] for x in v] for k, v in raw.items()}
     cpu = {k: [x.get("server_cpu_us_per_request", 0.0) for x in v] for k, v in raw.items()}
-    s = "9 edge"
+    s = "10 edge"
     how = f"100 KB page, wrk -c{cfg.http_connections}, one worker each"
     result.rows.append(
         Row(

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 class Config:
     """Sizes and rounds per section (fields prefixed mw_, http_, ev_, assign_, ...).
 
-    ``rounds`` serves the middleware, assignment and screening sections.
+    ``rounds`` serves the middleware, assignment, screening and rewrite sections.
     """
 
     quick: bool = False
@@ -43,7 +43,9 @@ class Config:
     screen_repeat: int = 20
     # 8. results: lines of the events file given to optibase-edge report
     results_lines: int = 1_000_000
-    # 9. edge: rounds of the three wrk runs (each http_duration long)
+    # 9. rewrite: pages each candidate rewrites per round
+    rewrite_pages: int = 40
+    # 10. edge: rounds of the three wrk runs (each http_duration long)
     edge_rounds: int = 5
 
     @classmethod
@@ -71,5 +73,6 @@ class Config:
             fault_mixes=("mixed",),
             screen_repeat=3,
             results_lines=50_000,
+            rewrite_pages=5,
             edge_rounds=3,
         )

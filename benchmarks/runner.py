@@ -30,6 +30,7 @@ SECTIONS = (
     "faults",
     "screening",
     "results",
+    "rewrite",
     "edge",
 )
 

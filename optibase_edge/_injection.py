@@ -17,6 +17,24 @@ import json
 import re
 from collections.abc import Mapping
 
+from ._html import (
+    COMMENT,
+    COMMENT_END,
+    DATA,
+    GT,
+    LONGEST_HELD_TAG,
+    NAME_END,
+    RAW_TEXT,
+    SCRIPT,
+    TAG_REST,
+    TEXT_ELEMENTS,
+    TEXT_END,
+    leave_text,
+    one_of,
+    open_comment,
+    whole_element,
+)
+
 _JSON = json.JSONEncoder(separators=(",", ":"))
 
 
@@ -50,78 +68,19 @@ def _attribute(value: str) -> str:
     )
 
 
-def _case_blind(name: bytes) -> bytes:
-    return b"".join(
-        b"[%c%c]" % (c, c - 32) if 97 <= c <= 122 else re.escape(bytes([c])) for c in name
-    )
+_NOWHERE = RAW_TEXT + 1  # the scan's own state: where no end tag can follow
+# What a tag opening in the data state does, beside the tokenizer's states.
+_TEMPLATE, _TEMPLATE_END, _MARKER = range(_NOWHERE + 1, _NOWHERE + 4)
 
 
-def _one_of(alternatives: dict[bytes, bytes]) -> bytes:
-    """A regex for any of the names, in any case, each followed by its own pattern.
-
-    Grouped by first letter, in classes ([sS][cC]...) rather than with re.IGNORECASE,
-    behind a lookahead for the first two letters: most of a page's "<" open none of
-    the names, and the regex engine rejects them after that one test.
-    """
-    by_first: dict[bytes, list[bytes]] = {}
-    for name, then in alternatives.items():
-        by_first.setdefault(name[:1], []).append(_case_blind(name[1:]) + then)
-    firsts, seconds = (
-        b"".join(sorted({_case_blind(name[i : i + 1]).strip(b"[]") for name in alternatives}))
-        for i in (0, 1)
-    )
-    groups = (
-        _case_blind(first) + b"(?:" + b"|".join(rests) + b")" for first, rests in by_first.items()
-    )
-    return b"(?=[" + firsts + b"][" + seconds + b"])(?:" + b"|".join(groups) + b")"
-
-
-_NAME_END = rb"(?=[\t\n\f\r />])"  # what ends a tag name (CR: the parser reads it as LF)
-# The rest of a tag after its name, through its ">", which a quoted attribute value
-# may contain (a quote opens a value only right after "="). Where it does not
-# match, the tag goes on in the next chunk.
-_TAG_REST = rb"""[^>=]*+(?:=[\t\n\f\r ]*+(?:"[^"]*+"|'[^']*+'|(?=[^"']))[^>=]*+)*+>"""
-_LT, _GT, _BANG, _SLASH = b"<>!/"  # as indexing bytes gives them
-
-# The states of the scan: the tokenizer's, or none where no end tag can follow.
-_DATA, _COMMENT, _SCRIPT, _ESCAPED, _DOUBLE_ESCAPED, _RAW_TEXT, _NOWHERE = range(7)
-# What a tag opening in the data state does, beside those states.
-_TEMPLATE, _TEMPLATE_END, _MARKER = range(7, 10)
-
-# Elements whose text runs to their own end tag: raw text (noscript: as in a browser
-# that runs scripts, the only kind this script is for), and title and textarea (RCDATA).
-_TEXT_ELEMENTS = (
-    b"style",
-    b"title",
-    b"textarea",
-    b"noscript",
-    b"iframe",
-    b"xmp",
-    b"noembed",
-    b"noframes",
-)
-
-
-def _end_tag(name: bytes) -> bytes:
-    return b"</" + _case_blind(name) + _NAME_END + b"(?:" + _TAG_REST + b")?"
-
-
-def _whole(name: bytes) -> bytes:
-    # The start tag, and when the element's text is short and holds no "<", the
-    # text and the end tag too: a title, or a script loaded by URL, in one match.
-    # (The group marks it: a match with lastindex set is a whole element.)
-    end = b"</" + _case_blind(name) + _NAME_END + _TAG_REST
-    return _NAME_END + b"(?:" + _TAG_REST + b"(?:[^<]{0,512}+(" + end + b"))?)?"
-
-
-_ONE_TAG = _NAME_END + b"(?:" + _TAG_REST + b")?"
+_ONE_TAG = NAME_END + b"(?:" + TAG_REST + b")?"
 _OPENING = re.compile(
     b"<"
-    + _one_of(
+    + one_of(
         {
             b"!--": b"",
-            b"script": _whole(b"script"),
-            **{name: _whole(name) for name in _TEXT_ELEMENTS},
+            b"script": whole_element(b"script"),
+            **{name: whole_element(name) for name in TEXT_ELEMENTS},
             b"template": _ONE_TAG,
             b"/template": _ONE_TAG,
             b"plaintext": _ONE_TAG,
@@ -132,41 +91,18 @@ _OPENING = re.compile(
 )
 # Keyed by the three bytes after "<", lower-cased: they tell every opening apart.
 _OPENINGS: dict[bytes, tuple[int, re.Pattern[bytes] | None]] = {
-    b"!--": (_COMMENT, None),
-    b"scr": (_SCRIPT, None),
+    b"!--": (COMMENT, None),
+    b"scr": (SCRIPT, None),
     b"tem": (_TEMPLATE, None),
     b"/te": (_TEMPLATE_END, None),
     b"pla": (_NOWHERE, None),  # <plaintext>: the rest of the page is its text
     b"/he": (_MARKER, None),
     b"/bo": (_MARKER, None),
-    **{name[:3]: (_RAW_TEXT, re.compile(_end_tag(name))) for name in _TEXT_ELEMENTS},
+    **{name[:3]: (RAW_TEXT, TEXT_END[name]) for name in TEXT_ELEMENTS},
 }
 _LONGEST_OPENING = len(b"</template")  # what an opening needs before its name has ended
-
-_COMMENT_END = re.compile(rb"--!?>")
-_SCRIPT_END = re.compile(b"<!--|" + _end_tag(b"script"))
-_ESCAPED_EVENT = re.compile(
-    b"-->|<" + _case_blind(b"script") + _NAME_END + b"|" + _end_tag(b"script")
-)
-_DOUBLE_ESCAPED_END = re.compile(b"-->|</" + _case_blind(b"script") + _NAME_END)
-_SCRIPT_HOLD = len(b"</script")
-# A tag the scan follows whose ">" has not come yet is held, with what follows it,
-# up to this size; past it the injection is given up rather than hold on.
-_LONGEST_HELD_TAG = 4096
 # Below this size, slicing and concatenating beats joining memoryviews (measured).
 _SMALL_BODY = 16 * 1024
-
-
-def _search_from_lt(pattern: re.Pattern[bytes], data: bytes, pos: int) -> re.Match[bytes] | None:
-    """``pattern.search(data, pos)`` for a *pattern* that starts with "<", in raw text.
-
-    memchr finds the next "<" many times faster than the regex engine scans, and in a
-    style sheet or most scripts that "<" opens the end tag.
-    """
-    at = data.find(b"<", pos)
-    if at < 0:
-        return None
-    return pattern.match(data, at) or pattern.search(data, at + 1)
 
 
 class HtmlInjector:
@@ -201,10 +137,10 @@ class HtmlInjector:
         self._keep = len(already_present) - 1
         self._held = b""
         self._done = False
-        self._state = _DATA
+        self._state = DATA
         self._pos = 0  # where the scan resumes in the held bytes
         self._depth = 0  # of open <template> elements
-        self._end_tag = _COMMENT_END  # in _RAW_TEXT: what ends it
+        self._end_tag = COMMENT_END  # in RAW_TEXT: what ends it
 
     def feed(self, chunk: bytes, more_body: bool) -> bytes:
         """The bytes to send now for *chunk*; everything held is released at the end."""
@@ -213,6 +149,10 @@ class HtmlInjector:
         data = self._held + chunk if self._held else chunk
         at = self._scan(data)
         end = len(data) if at is None else at
+        if at is None and data.startswith(b"</", self._pos):
+            # An end tag whose ">" is to come, where the tag may go: the script's URL
+            # counts before it only.
+            end = self._pos
         if data.find(self._already_present, 0, end) >= 0 or (
             at is None and (not more_body or self._state == _NOWHERE)
         ):
@@ -239,93 +179,42 @@ class HtmlInjector:
         """
         pos, state, size = self._pos, self._state, len(data)
         while state != _NOWHERE:
-            if state == _DATA:
-                m = _OPENING.search(data, pos)
-                if m is None:
-                    pos = max(pos, size - _LONGEST_OPENING)
+            if state != DATA:
+                state, pos, stalled = leave_text(state, self._end_tag, data, pos)
+                if stalled:
                     break
-                if m.lastindex:  # a whole element
-                    pos = m.end()
-                    continue
-                start, pos = m.span()
-                opened, end_tag = _OPENINGS[data[start + 1 : start + 4].lower()]
-                if opened == _COMMENT:
-                    if data.startswith(b">", pos) or data.startswith(b"->", pos):
-                        pos = data.index(b">", pos) + 1  # "<!-->" and "<!--->" are whole
-                    elif size - pos < 2:
-                        pos = start  # which of those it is, the next chunk says
-                        break
-                    else:
-                        state = _COMMENT
-                    continue
-                if data[pos - 1] != _GT:
-                    pos = start  # the tag's ">" is still to come: scan it again then
+                continue
+            m = _OPENING.search(data, pos)
+            if m is None:
+                pos = max(pos, size - _LONGEST_OPENING)
+                break
+            if m.lastindex:  # a whole element
+                pos = m.end()
+                continue
+            start, pos = m.span()
+            opened, end_tag = _OPENINGS[data[start + 1 : start + 4].lower()]
+            if opened == COMMENT:
+                state, pos, stalled = open_comment(data, start)
+                if stalled:
+                    state = DATA
                     break
-                if opened == _MARKER:
-                    if self._depth == 0:
-                        self._pos, self._state = pos, state
-                        return start
-                elif opened == _TEMPLATE:
-                    self._depth += 1
-                elif opened == _TEMPLATE_END:
-                    self._depth = max(0, self._depth - 1)
-                else:
-                    state = opened
-                    if end_tag is not None:
-                        self._end_tag = end_tag
-            elif state == _SCRIPT:
-                m = _search_from_lt(_SCRIPT_END, data, pos)
-                if m is None:
-                    pos = max(pos, size - _SCRIPT_HOLD)
-                    break
-                start, pos = m.span()
-                if data[start + 1] == _BANG:
-                    # From its dashes: "<!-->" leaves the escape as soon as it enters.
-                    pos, state = pos - 2, _ESCAPED
-                elif data[pos - 1] != _GT:
-                    pos = start
-                    break
-                else:
-                    state = _DATA
-            elif state == _RAW_TEXT:
-                m = _search_from_lt(self._end_tag, data, pos)
-                if m is None:
-                    pos = max(pos, size - _LONGEST_OPENING)
-                    break
-                start, pos = m.span()
-                if data[pos - 1] != _GT:
-                    pos = start
-                    break
-                state = _DATA
-            elif state == _COMMENT:
-                m = _COMMENT_END.search(data, pos)
-                if m is None:
-                    pos = max(pos, size - 3)
-                    break
-                pos, state = m.end(), _DATA
-            elif state == _ESCAPED:  # after "<!--" in a script: "<script" escapes it further
-                m = _ESCAPED_EVENT.search(data, pos)
-                if m is None:
-                    pos = max(pos, size - _SCRIPT_HOLD)
-                    break
-                start, pos = m.span()
-                if data[start] != _LT:
-                    state = _SCRIPT
-                elif data[start + 1] != _SLASH:
-                    state = _DOUBLE_ESCAPED
-                elif data[pos - 1] != _GT:
-                    pos = start
-                    break
-                else:
-                    state = _DATA
-            else:  # _DOUBLE_ESCAPED: "</script" here only ends that
-                m = _DOUBLE_ESCAPED_END.search(data, pos)
-                if m is None:
-                    pos = max(pos, size - _SCRIPT_HOLD)
-                    break
-                start, pos = m.span()
-                state = _SCRIPT if data[start] != _LT else _ESCAPED
-        if size - pos > _LONGEST_HELD_TAG:
+                continue
+            if data[pos - 1] != GT:
+                pos = start  # the tag's ">" is still to come: scan it again then
+                break
+            if opened == _MARKER:
+                if self._depth == 0:
+                    self._pos, self._state = pos, state
+                    return start
+            elif opened == _TEMPLATE:
+                self._depth += 1
+            elif opened == _TEMPLATE_END:
+                self._depth = max(0, self._depth - 1)
+            else:
+                state = opened
+                if end_tag is not None:
+                    self._end_tag = end_tag
+        if size - pos > LONGEST_HELD_TAG:
             state = _NOWHERE  # a tag too long to wait for the rest of
         self._pos, self._state = pos, state
         return None

@@ -268,6 +268,14 @@ def test_every_token_may_be_cut_anywhere() -> None:
             assert fed(TRICKY, [i, j]) == expected, (i, j)
 
 
+def test_the_script_s_url_after_where_the_tag_goes_does_not_count_however_cut() -> None:
+    """Not even in the end tag the tag goes before, while its ">" is still to come."""
+    body = b'<head></head data-x="/_optibase/script.js"><body></body>'
+    expected = body.replace(b"</head", SNIPPET + b"</head")
+    for cut in range(len(body) + 1):
+        assert fed(body, [cut]) == expected, cut
+
+
 def test_a_large_page_in_one_chunk_or_many() -> None:
     """Large bodies take another path through the insertion (one copy, not three)."""
     head = b"<html><head><title>big</title><style>" + b"p{margin:0}" * 4000 + b"</style>"

@@ -3,7 +3,7 @@
 The page is :func:`demo_site.webflow_page.webflow_page` (a ~95 KB landing page as a
 site builder publishes it, with two tests in variant blocks), in 16 KiB chunks
 where the candidate streams. Every candidate keeps the variant ``bold`` of test
-``hero`` and ``control`` of ``pricing``. Measured, in interleaved rounds, each
+``landing_hero`` and ``control`` of ``landing_pricing``. Measured, in interleaved rounds, each
 rewriting the page ``rewrite_pages`` times per round:
 
 * ``ours``         -- :class:`optibase_edge._blocks.VariantBlocks`, fed the chunks;
@@ -51,7 +51,7 @@ from .report import Row, SectionResult
 from .rounds import interleave, median, paired_ratio
 
 CHUNK = 16 * 1024
-CHOSEN = {"hero": "bold", "pricing": "control"}
+CHOSEN = {"landing_hero": "bold", "landing_pricing": "control"}
 SCRIPT_TAG = b'<script src="/_optibase/script.js" defer></script>'
 VOID = frozenset(
     ("area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr")
@@ -69,7 +69,7 @@ def ours(parts: list[bytes]) -> bytes:
 
 
 def injector(parts: list[bytes]) -> bytes:
-    inject = HtmlInjector(SCRIPT_TAG, b"/_optibase/script.js", length_declared=False)
+    inject = HtmlInjector(SCRIPT_TAG, b"/_optibase/script.js")
     last = len(parts) - 1
     return b"".join(inject.feed(part, more_body=i < last) for i, part in enumerate(parts))
 

@@ -2,7 +2,7 @@
 
 uvicorn ``--factory`` targets, configured by ``BENCH_*`` environment variables.
 The page is the demo's Webflow-like page (:func:`demo_site.webflow_page.webflow_page`):
-two variant blocks of test ``hero`` and two of test ``pricing``.
+two variant blocks of each of its two tests.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from demo_site.webflow_page import webflow_page
+from demo_site.webflow_page import BLOCK_TESTS, webflow_page
 from optibase_edge import Optibase, OptibaseMiddleware, ReverseProxy, Test, Variant
 
 from .apps import SECRET
@@ -31,10 +31,7 @@ def create_upstream_app() -> Starlette:
 
 
 def edge_tests() -> list[Test]:
-    return [
-        Test(id="hero", variants=[Variant("control"), Variant("bold")]),
-        Test(id="pricing", variants=[Variant("monthly"), Variant("annual")]),
-    ]
+    return [Test(id=t, variants=[Variant(v) for v in vs]) for t, vs in BLOCK_TESTS.items()]
 
 
 def create_edge_app() -> OptibaseMiddleware:

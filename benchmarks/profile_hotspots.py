@@ -119,6 +119,10 @@ async def scenario(name: str, seconds: float, max_batches: int, profile: bool) -
         pstats.Stats(prof).sort_stats("tottime").print_stats(30)
 
 
+async def _discard(message: Any) -> None:
+    return None
+
+
 async def components() -> None:
     """Micro-timings of the pieces of each request path (µs per call).
 
@@ -130,9 +134,11 @@ async def components() -> None:
 
     from optibase_edge import Visitor
     from optibase_edge._assignment import choose
+    from optibase_edge._blocks import VariantBlocks
     from optibase_edge._cookie import CookieCodec, cookie_in, new_visitor_id, read_cookie
     from optibase_edge._events import ConversionTriggered, raw_request
     from optibase_edge._injection import HtmlInjector, script_tag_end, script_tag_parts
+    from optibase_edge._middleware import _Responder
 
     ob, app, headers = await _setup()
     scope = make_scope(headers)
@@ -141,7 +147,7 @@ async def components() -> None:
     cookie_header = dict(headers)[b"cookie"]
     plans, _ = ob._pages.for_path("/")
     mw = app.middleware_stack
-    while not hasattr(mw, "_injector_for"):
+    while not hasattr(mw, "_rewrite_for"):
         mw = mw.app
     visitor = Visitor(ob, scope, token)
     visitor._assign_page(plans)
@@ -203,9 +209,14 @@ async def components() -> None:
         "visitor.active_variants": lambda: visitor.active_variants,
         "tag: parts built (once per variant set)": lambda: script_tag_parts(src, variants),
         "tag: parts looked up by the assignments": lambda: mw._tag_parts(visitor),
-        "middleware._injector_for()": lambda: mw._injector_for(start, visitor, {}),
+        "middleware._rewrite_for() (its stages chosen)": lambda: mw._rewrite_for(
+            start, _Responder(mw, {}, _discard, visitor, (), True, True, None)
+        ),
+        "VariantBlocks(...).feed(2 KB page without blocks, last chunk)": lambda: VariantBlocks(
+            visitor.variant
+        ).feed(body, False),
         "HtmlInjector(...).feed(2 KB page, last chunk)": lambda: HtmlInjector(
-            tag, mw._script_marker, True
+            tag, mw._script_marker
         ).feed(body, False),
         "convert: raw_request(scope) (parsed in the sender)": lambda: raw_request(
             scope, loaded._header_map(), "/", "", None

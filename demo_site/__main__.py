@@ -134,7 +134,9 @@ async def _serve(args: argparse.Namespace, db_path: str) -> int:
         except (NotImplementedError, RuntimeError):  # e.g. Windows
             signal.signal(sig, lambda *_: loop.call_soon_threadsafe(on_signal))
 
-    tasks = {each: asyncio.create_task(each.serve(sockets=[sock])) for each, sock in running.items()}
+    tasks = {
+        each: asyncio.create_task(each.serve(sockets=[sock])) for each, sock in running.items()
+    }
     started = False
     try:
         async with asyncio.timeout(STARTUP_TIMEOUT):

@@ -1,6 +1,8 @@
 """The demo's A/B test and conversions: what Paperplane measures, and the copy it tests.
 
-Test ``hero`` shows one of three headlines on ``/``.  Conversions: ``signup``
+Test ``hero`` shows one of three headlines on ``/``; tests ``landing_hero`` and
+``landing_pricing`` are the variant blocks of the landing page the demo's edge
+serves (:mod:`demo_site.landing`).  Conversions: ``signup``
 (CLICK on ``#signup``, once per visitor), ``pricing`` (PAGE_VIEW of
 ``/pricing``) and ``purchase`` (PROGRAMMATIC, from the ``/buy`` view).
 """
@@ -11,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from demo_site.csp import csp_nonce
+from demo_site.webflow_page import BLOCK_TESTS
 from optibase_edge import Conversion, ConversionType, Optibase, Test, Variant
 
 TEST_ID: Final = "hero"
@@ -31,6 +34,15 @@ VARIANT_NAMES: Final[Mapping[str, str]] = {
     "social": "Social proof",
 }
 
+LANDING_NAMES: Final[Mapping[str, str]] = {
+    "landing_hero": "Landing page headline (edge)",
+    "landing_pricing": "Landing page prices (edge)",
+}
+LANDING_TESTS: Final = tuple(
+    Test(id=test_id, name=LANDING_NAMES[test_id], variants=[Variant(v) for v in variants])
+    for test_id, variants in BLOCK_TESTS.items()
+)
+"""The landing page's tests, which the demo's edge runs: assigned where their blocks are served."""
 TESTS: Final = (
     Test(
         id=TEST_ID,
@@ -38,8 +50,9 @@ TESTS: Final = (
         variants=[Variant(v, name=VARIANT_NAMES[v]) for v in HEADLINES],
         pages=["/"],
     ),
+    *LANDING_TESTS,
 )
-"""The site's one test, named; the first variant is the control."""
+"""The site's test, and the landing page's; the first variant is the control."""
 CONVERSIONS: Final = (
     Conversion(
         id="signup",
@@ -60,11 +73,12 @@ def build_optibase(
     write_key: str,
     secret_keys: Sequence[str],
     flush_interval: float = 0.2,
+    tests: Sequence[Test] = TESTS,
     **settings: Any,
 ) -> Optibase:
     """The demo's experiments and conversions, reporting to *segment_endpoint*."""
     return Optibase(
-        tests=TESTS,
+        tests=tests,
         conversions=CONVERSIONS,
         secret_keys=list(secret_keys),
         segment_write_key=write_key,

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
-from demo_site.experiment import build_optibase
+from demo_site.experiment import LANDING_TESTS, build_optibase
 from demo_site.webflow_page import webflow_page
 from optibase_edge import OptibaseMiddleware, ReverseProxy
 
@@ -50,5 +50,7 @@ def create_edge_app(
         segment_endpoint=segment_endpoint,
         write_key=write_key,
         secret_keys=secret_keys,
+        # Not the site's: its headline test is assigned on every page at "/".
+        tests=LANDING_TESTS,
     )
     return OptibaseMiddleware(ReverseProxy(origin_url), optibase=optibase)

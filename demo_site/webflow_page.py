@@ -4,8 +4,9 @@ Class-heavy markup with ``/>`` on void elements, responsive images with long
 ``srcset`` lists, inline SVG icons, inline scripts (the builder's own, JSON-LD,
 analytics, a chat widget), a style sheet in the head, comments left by the
 builder and by pasted embeds. Two tests are written into it as server-side
-variant blocks: ``hero`` (variants ``control`` and ``bold``) on the hero's copy,
-and ``pricing`` (``control``, monthly prices, and ``annual``) on the pricing table.
+variant blocks (:data:`BLOCK_TESTS`): ``landing_hero`` (variants ``control``
+and ``bold``) on the hero's copy, and ``landing_pricing`` (``control``, monthly
+prices, and ``annual``) on the pricing table.
 
 The page is the same on every call: the rewrite benchmark measures on it, and
 the demo can serve it.
@@ -16,6 +17,8 @@ from __future__ import annotations
 import functools
 from typing import Final
 
+BLOCK_TESTS: Final = {"landing_hero": ("control", "bold"), "landing_pricing": ("control", "annual")}
+"""The tests whose variant blocks the page carries, and each one's variants."""
 _CDN: Final = "https://cdn.prod.website-files.com/65f2a1c3e4b0d9a8c7f61e20"
 
 _ICONS: Final = (
@@ -144,7 +147,8 @@ def _hero() -> str:
         ),
     }
     blocks = "".join(
-        f'<div class="hero-copy" data-optibase-test="hero" data-optibase-variant="{variant}">'
+        f'<div class="hero-copy" data-optibase-test="landing_hero" '
+        f'data-optibase-variant="{variant}">'
         f'<h1 class="hero-heading">{heading}</h1><p class="hero-paragraph">{text}</p>'
         '<div class="hero-buttons"><a id="signup" href="/signup" class="button w-button">'
         'Start free trial</a><a href="/pricing" class="button-ghost w-button">See pricing</a>'
@@ -211,7 +215,7 @@ def _pricing() -> str:
             for i, (name, monthly, yearly) in enumerate(_PLANS)
         )
         return (
-            f'<div class="pricing-grid" data-optibase-test="pricing" '
+            f'<div class="pricing-grid" data-optibase-test="landing_pricing" '
             f'data-optibase-variant="{variant}">{rows}</div>'
         )
 

@@ -138,8 +138,10 @@ def _dry_run(upstream: str, path: str, optibase: Optibase) -> int:
             print(f"  not in the configuration: everyone is shown {found[0][0]} (the first)")
             continue
         configured = plan.variant_ids
-        print(f"  a visitor is assigned and shown their variant's block(s); the other "
-              f"variants' are removed; outside the test: {configured[0]} (the control)")
+        print(
+            f"  a visitor is assigned and shown their variant's block(s); the other "
+            f"variants' are removed; outside the test: {configured[0]} (the control)"
+        )
         unknown = [variant for variant in on_page if variant not in configured]
         if unknown:
             print(f"  not variants of {test_id}, so never shown: {', '.join(unknown)}")

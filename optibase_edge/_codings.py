@@ -18,7 +18,9 @@ except ImportError:  # optional: without it, br is neither asked for nor rewritt
 
 # What a page may be coded in for this library to rewrite it, in the order a proxy
 # asks for them.
-DECODABLE: tuple[str, ...] = ("gzip", "deflate", "br") if _brotli is not None else ("gzip", "deflate")
+DECODABLE: tuple[str, ...] = (
+    ("gzip", "deflate", "br") if _brotli is not None else ("gzip", "deflate")
+)
 
 # zlib's default level, and brotli's 5: each codes a 100 KB page in about a
 # millisecond, where gzip 9 or brotli 11 (their maxima) take several times that for
@@ -108,7 +110,7 @@ def _brotli_pair() -> tuple[_Stream, _Stream]:
         return out
 
     def encode(data: bytes, final: bool) -> bytes:
-        out: bytes = encoder.process(data)
-        return out + (encoder.finish() if final else encoder.flush())
+        out: bytes = encoder.process(data) + (encoder.finish() if final else encoder.flush())
+        return out
 
     return decode, encode

@@ -127,11 +127,9 @@ class HtmlInjector:
         "_pos",
         "_snippet",
         "_state",
-        "length_declared",
     )
 
-    def __init__(self, snippet: bytes, already_present: bytes, length_declared: bool) -> None:
-        self.length_declared = length_declared  # the response's Content-Length must be redone
+    def __init__(self, snippet: bytes, already_present: bytes) -> None:
         self._snippet = snippet
         self._already_present = already_present
         self._keep = len(already_present) - 1

@@ -139,7 +139,9 @@ class OptibaseMiddleware:
             scope.pop(SCOPE_KEY, None)
             app_scope.pop(SCOPE_KEY, None)
 
-    def _rewrite_for(self, start: Message, responder: _Responder) -> tuple[BodyRewrite, bool] | None:
+    def _rewrite_for(
+        self, start: Message, responder: _Responder
+    ) -> tuple[BodyRewrite, bool] | None:
         """How this HTML body is rewritten, and whether its start has a length to redo."""
         html = length_declared = False
         coding = None
@@ -431,7 +433,7 @@ class _Responder:
             nonce = nonce(self._scope)
         before, after = middleware._tag_parts(visitor)
         tag = before + visitor.id.encode() + after + script_tag_end(nonce)
-        return HtmlInjector(tag, middleware._script_marker, False)
+        return HtmlInjector(tag, middleware._script_marker)
 
     def _cache_safe(self, message: Message) -> Message:
         visitor = self._visitor

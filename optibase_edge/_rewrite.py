@@ -1,4 +1,4 @@
-"""The rewriting of one HTML body: decoded, its variant blocks resolved, the tag put in, coded again."""
+"""One HTML body rewritten: decoded, its variant blocks resolved, the tag put in, coded again."""
 
 from __future__ import annotations
 

@@ -163,9 +163,16 @@ def test_proxy_dry_run_shows_the_blocks_of_a_page(
         await send({"type": "http.response.body", "body": BLOCKS_PAGE})
 
     with serve(upstream, lifespan="off") as url:
-        assert main(["proxy", "--upstream", url, "--config", str(path), "--dry-run", "/landing/spring"]) == 0
+        assert (
+            main(
+                ["proxy", "--upstream", url, "--config", str(path), "--dry-run", "/landing/spring"]
+            )
+            == 0
+        )
     out = capsys.readouterr().out
-    assert f"GET {url}/landing/spring: 200, text/html; charset=utf-8, {len(BLOCKS_PAGE)} bytes" in out
+    assert (
+        f"GET {url}/landing/spring: 200, text/html; charset=utf-8, {len(BLOCKS_PAGE)} bytes" in out
+    )
     at = [
         BLOCKS_PAGE.rindex(b"<div", 0, BLOCKS_PAGE.index(b'variant="%s"' % variant))
         for variant in (b"control", b"bold", b"blod")

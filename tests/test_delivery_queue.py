@@ -41,7 +41,7 @@ class QueueMachine(RuleBasedStateMachine):
         self.queue = EventQueue(max_events=8, max_bytes=1_500)
         self.outstanding: list[tuple[int, list[bytes]]] = []
         self.spooled: list[bytes] = []
-        self.taken_back: list[bytes] = []  # from the spool, not restored yet
+        self.from_spool: list[bytes] = []  # from the spool, not restored yet
         self.made = 0
         self.overflow = False
 
@@ -139,19 +139,19 @@ class QueueMachine(RuleBasedStateMachine):
         else:
             self.queue.lost(len(drained))
 
-    @precondition(lambda self: self.spooled and not self.taken_back)
+    @precondition(lambda self: self.spooled and not self.from_spool)
     @rule(count=st.integers(1, 6))
-    def take_back(self, count: int) -> None:
+    def take_from_spool(self, count: int) -> None:
         # As the sender takes: up to half the buffer's room (a buffer of one takes one).
         room = (self.queue.max_events + 1) // 2 - self.queue.buffered()
-        self.taken_back = self.spooled[: max(0, min(count, room))]
-        del self.spooled[: len(self.taken_back)]
+        self.from_spool = self.spooled[: max(0, min(count, room))]
+        del self.spooled[: len(self.from_spool)]
 
-    @precondition(lambda self: self.taken_back)
+    @precondition(lambda self: self.from_spool)
     @rule(claimed_elsewhere=st.integers(0, 6), skipped=st.integers(0, 2))
     def restore(self, claimed_elsewhere: int, skipped: int) -> None:
         # Pages may have filled the buffer since the take: restore queues them all.
-        taken, self.taken_back = self.taken_back, []
+        taken, self.from_spool = self.from_spool, []
         deduped = min(claimed_elsewhere, len(taken))
         self.queue.restore(taken[deduped:], deduped, skipped)
 

@@ -66,7 +66,7 @@ def fed(body: bytes, cuts: Iterable[int] = (), snippet: bytes = SNIPPET) -> byte
     """*body* through an injector, in chunks cut at *cuts* (one chunk without)."""
     bounds = sorted({min(c, len(body)) for c in cuts} | {0, len(body)})
     chunks = [body[a:b] for a, b in itertools.pairwise(bounds)] or [b""]
-    injector = HtmlInjector(snippet, MARKER, length_declared=False)
+    injector = HtmlInjector(snippet, MARKER)
     return b"".join(
         injector.feed(chunk, more_body=i < len(chunks) - 1) for i, chunk in enumerate(chunks)
     )
@@ -300,7 +300,7 @@ def test_only_a_few_bytes_wait_for_the_next_chunk() -> None:
         + b"<p>" * 1000
         + b"</head><body></body></html>"
     )
-    injector = HtmlInjector(SNIPPET, MARKER, length_declared=False)
+    injector = HtmlInjector(SNIPPET, MARKER)
     sent = longest_wait = 0
     for i in range(len(page)):
         sent += len(injector.feed(page[i : i + 1], more_body=True))

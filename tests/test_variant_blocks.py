@@ -84,7 +84,11 @@ class Site:
         self.middleware = OptibaseMiddleware(app, optibase=self.optibase)
 
     async def get(
-        self, cookie: str | None = None, *, method: str = "GET", user_agent: bytes = BROWSER,
+        self,
+        cookie: str | None = None,
+        *,
+        method: str = "GET",
+        user_agent: bytes = BROWSER,
         accept_encoding: bytes = b"gzip, br",
     ) -> Response:
         headers = [
@@ -160,7 +164,8 @@ class Response:
         if coding == b"gzip":
             return gzip.decompress(self.body)
         if coding == b"br":
-            return brotli.decompress(self.body)
+            plain: bytes = brotli.decompress(self.body)
+            return plain
         return self.body
 
     def shown(self) -> list[str]:

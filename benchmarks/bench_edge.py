@@ -8,7 +8,9 @@ turn, order rotated every round:
 
 * **direct**: the upstream itself (what the site costs with no edge);
 * **edge, returning visitor**: one cookie already in both tests: the page is
-  fetched from the upstream, streamed through the block rewriter and out;
+  fetched from the upstream and its blocks resolved (with no click conversion
+  there is no script tag, so the start waits for the blocks to say whether the
+  page is the visitor's);
 * **edge, new visitor**: no cookie: each request makes a visitor, assigns both
   tests from their blocks (the start held until the page is resolved), sets
   the cookie and records an Identify and two Experiment Viewed.

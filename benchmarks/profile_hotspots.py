@@ -210,7 +210,7 @@ async def components() -> None:
         "tag: parts built (once per variant set)": lambda: script_tag_parts(src, variants),
         "tag: parts looked up by the assignments": lambda: mw._tag_parts(visitor),
         "middleware._rewrite_for() (its stages chosen)": lambda: mw._rewrite_for(
-            start, _Responder(mw, {}, _discard, visitor, (), True, True, None)
+            start, _Responder(mw, {}, _discard, visitor, (), True, "GET", None), True, True
         ),
         "VariantBlocks(...).feed(2 KB page without blocks, last chunk)": lambda: VariantBlocks(
             visitor.variant

@@ -19,8 +19,15 @@ Where a block ends. At its element's end, as a browser's parser sees it:
 * at the end tag that matches it, the elements opened inside it tracked on a
   small stack (an end tag closes the latest open element of its name, and any
   opened after that). Void elements (``<img>``, ``<br>``...) have no content: a
-  block on one is its tag alone. ``/>`` closes an element only where browsers
-  honour it: on ``<svg>`` and ``<math>`` and inside them (foreign content);
+  block on one is its tag alone. Inside a block, ``/>`` closes an element
+  only where browsers honour it: on ``<svg>`` and ``<math>`` and inside them
+  (foreign content);
+* at the end of its own start tag if that ends with ``/>``: in foreign content
+  that is where a browser ends it, and on an HTML element, where a browser
+  ignores the ``/`` (a parse error), it is what its author meant. Outside
+  blocks the namespace is only guessed (see the limits), so where unsure the
+  block is taken to be less, never the rest of the page (what follows a kept
+  ``<script .../>`` block is then read as markup, not as the script's text);
 * before an end tag that matches nothing opened inside it (the parent's
   ``</div>`` after a ``<p>`` left open), which closes it: the rest of the page
   is never taken for the block. In a ``<template>`` opened inside the block,
@@ -577,7 +584,10 @@ class VariantBlocks:
     ) -> int:
         """A start tag read whole, maybe a block's: the state after it."""
         depth = len(self._open)
-        state = self._push(name, self_closing)
+        # A block's self-closed tag is the block, whatever its namespace, since that is
+        # guessed outside blocks: taken for an HTML element left open, an svg <path/>
+        # would take the rest of the svg with it. Removing less is safe where unsure.
+        state = DATA if block is not None and self_closing else self._push(name, self_closing)
         opened = len(self._open) > depth
         if block is not None:
             if opened:

@@ -68,7 +68,10 @@ CONFIG_VARIABLE = "OPTIBASE_EDGE_CONFIG"
 def edge_app() -> OptibaseMiddleware:
     """The edge app of ``optibase-edge proxy``, from the variables the command sets."""
     optibase = Optibase.from_file(os.environ[CONFIG_VARIABLE])
-    return OptibaseMiddleware(ReverseProxy(os.environ[UPSTREAM_VARIABLE]), optibase=optibase)
+    proxy = ReverseProxy(
+        os.environ[UPSTREAM_VARIABLE], trusted_proxies=optibase.settings.trusted_proxies
+    )
+    return OptibaseMiddleware(proxy, optibase=optibase)
 
 
 def _proxy(args: argparse.Namespace) -> int:
@@ -105,10 +108,11 @@ def _proxy(args: argparse.Namespace) -> int:
 
 
 def _dry_run(upstream: str, path: str, optibase: Optibase) -> int:
-    """Fetch one page and print its variant blocks, as each test's control would be served."""
+    """Fetch one page and print its variant blocks: where they are, what each test shows."""
     url = upstream.rstrip("/") + "/" + path.lstrip("/")
     try:
-        response = httpx2.get(url, timeout=30.0)
+        # As ReverseProxy fetches: the address given, whatever HTTP_PROXY says.
+        response = httpx2.get(url, timeout=30.0, trust_env=False)
     except httpx2.HTTPError as exc:
         print(f"{url}: {exc}", file=sys.stderr)
         return 1
@@ -118,37 +122,59 @@ def _dry_run(upstream: str, path: str, optibase: Optibase) -> int:
     if not content_type.lower().startswith("text/html"):
         print("not HTML: served as it is")
         return 0
-    plans = optibase._plans
-    blocks = VariantBlocks(
-        lambda test_id: plans[test_id].variant_ids[0] if test_id in plans else None
-    )
-    blocks.feed(response.content, False)
-    if not blocks.blocks:
+    found = _every_block(response.content, optibase)
+    if not found:
         print("no variant blocks: served as it is (with the script tag, if it is injected)")
         return 0
     by_test: defaultdict[str, list[tuple[str, int]]] = defaultdict(list)
-    for block in blocks.blocks:
-        by_test[block.test_id].append((block.variant_id, block.offset))
-    for test_id, found in by_test.items():
-        plan = plans.get(test_id)
-        on_page = sorted({variant for variant, _ in found})
-        where = ", ".join(f"{variant} at byte {offset:,}" for variant, offset in found)
-        print(f"test {test_id}: {len(found)} block(s): {where}")
+    for test_id, variant, offset in found:
+        by_test[test_id].append((variant, offset))
+    for test_id, blocks in by_test.items():
+        plan = optibase._plans.get(test_id)
+        where = ", ".join(f"{variant} at byte {offset:,}" for variant, offset in blocks)
+        print(f"test {test_id}: {len(blocks)} block(s): {where}")
         if plan is None:
-            print(f"  not in the configuration: everyone is shown {found[0][0]} (the first)")
+            print(f"  not in the configuration: everyone is shown {blocks[0][0]} (the first)")
             continue
-        configured = plan.variant_ids
-        print(
-            f"  a visitor is assigned and shown their variant's block(s); the other "
-            f"variants' are removed; outside the test: {configured[0]} (the control)"
-        )
-        unknown = [variant for variant in on_page if variant not in configured]
+        test = plan.test
+        if test.status == "stopped":
+            shown = f"{test.winner} (the winner)" if test.winner else f"{plan.variant_ids[0]}"
+            print(f"  stopped: everyone is shown {shown}")
+        else:
+            print(
+                "  a visitor is assigned and shown their variant's block(s); the other "
+                f"variants' are removed; outside the test: {plan.variant_ids[0]} (the control)"
+            )
+        on_page = {variant for variant, _ in blocks}
+        unknown = sorted(on_page - set(plan.variant_ids))
         if unknown:
             print(f"  not variants of {test_id}, so never shown: {', '.join(unknown)}")
-        missing = [variant for variant in configured if variant not in on_page]
+        missing = [variant for variant in plan.variant_ids if variant not in on_page]
         if missing:
             print(f"  no block here for: {', '.join(missing)} (they see none of these blocks)")
     return 0
+
+
+def _every_block(page: bytes, optibase: Optibase) -> list[tuple[str, str, int]]:
+    """Every block of *page*, nested ones too: (test, variant, offset), in page order.
+
+    A block nested in a variant's block is only read when that variant is kept,
+    so the page is read once keeping each test's n-th variant, for every n.
+    """
+    plans = optibase._plans
+    rounds = max((len(plan.variant_ids) for plan in plans.values()), default=1)
+    found: dict[int, tuple[str, str, int]] = {}
+    for n in range(rounds):
+
+        def nth(test_id: str, n: int = n) -> str | None:
+            plan = plans.get(test_id)
+            return None if plan is None else plan.variant_ids[min(n, len(plan.variant_ids) - 1)]
+
+        blocks = VariantBlocks(nth)
+        blocks.feed(page, False)
+        for block in blocks.blocks:
+            found.setdefault(block.offset, (block.test_id, block.variant_id, block.offset))
+    return [found[offset] for offset in sorted(found)]
 
 
 def _check(path: str) -> int:

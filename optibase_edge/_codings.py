@@ -66,33 +66,53 @@ def _zlib_pair(coding: str) -> tuple[_Stream, _Stream]:
     gzip = coding == "gzip"
     # 31: a gzip wrapper; 15: the zlib wrapper HTTP's "deflate" names.
     wbits = 31 if gzip else 15
-    decoder: Any = zlib.decompressobj(wbits)
     encoder = zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, wbits)
-    raw = False  # some servers send "deflate" without the zlib wrapper
+    # For "deflate", made once its first two bytes have come: some servers send it
+    # without the zlib wrapper, and those two bytes tell which. Deciding up front, as
+    # browsers do, rather than retrying raw on an error, as bytes a first decoder
+    # took from an earlier chunk would be lost to the second.
+    decoder: Any = zlib.decompressobj(wbits) if gzip else None
+    head = b""  # the bytes held until then
 
     def decode(data: bytes, final: bool) -> bytes:
-        nonlocal decoder, raw
+        nonlocal decoder, head
+        if decoder is None:
+            head += data
+            if len(head) < 2:
+                if final:
+                    raise ValueError(f"the {coding} body ends before its coded stream does")
+                return b""
+            decoder = zlib.decompressobj(15 if _zlib_wrapped(head) else -15)
+            data, head = head, b""
         try:
-            out = decoder.decompress(data)
+            out: bytes = decoder.decompress(data)
+            # A gzip body may be several members, one after another, then zero bytes
+            # of padding, which browsers ignore.
+            while gzip and decoder.eof and decoder.unused_data.strip(b"\0"):
+                rest = decoder.unused_data
+                decoder = zlib.decompressobj(wbits)
+                out += decoder.decompress(rest)
         except zlib.error as exc:
-            if gzip or raw or decoder.unused_data or decoder.eof:
-                raise ValueError(f"not a valid {coding} body: {exc}") from None
-            raw, decoder = True, zlib.decompressobj(-15)
-            out = decoder.decompress(data)
-        # A gzip body may be several members, one after another.
-        while gzip and decoder.eof and decoder.unused_data:
-            rest = decoder.unused_data
-            decoder = zlib.decompressobj(wbits)
-            out += decoder.decompress(rest)
+            raise ValueError(f"not a valid {coding} body: {exc}") from None
         if final and not decoder.eof:
             raise ValueError(f"the {coding} body ends before its coded stream does")
-        return out  # type: ignore[no-any-return]
+        return out
 
     def encode(data: bytes, final: bool) -> bytes:
         out = encoder.compress(data)
         return out + encoder.flush(zlib.Z_FINISH if final else zlib.Z_SYNC_FLUSH)
 
     return decode, encode
+
+
+def _zlib_wrapped(head: bytes) -> bool:
+    """Whether a "deflate" body starting with *head* (2 bytes at least) has the zlib wrapper.
+
+    True when its first two bytes are a zlib header: the deflate method, and a
+    check that makes them a multiple of 31.
+    """
+    cmf, flg = head[0], head[1]
+    return cmf & 0x0F == 8 and (cmf * 256 + flg) % 31 == 0
 
 
 def _brotli_pair() -> tuple[_Stream, _Stream]:

@@ -32,6 +32,7 @@ _TAG_CACHE_SIZE = 16_384
 # the visitor to a test (the cookie and the caching headers go out first). A page is
 # ~100 KB at the 90th percentile; past this, the rest is streamed (see _Responder).
 _HOLD_LIMIT = 256 * 1024
+_NO_PAGE = frozenset((204, 206, 304))  # statuses whose body is no page: empty, or a range
 
 
 class OptibaseMiddleware:
@@ -123,11 +124,10 @@ class OptibaseMiddleware:
         app_scope = scope
         if split_path is not None and not self._redirect_split:
             app_scope = _rewritten(scope, split_path)
-        # HEAD is injected as GET is, so that it announces the GET's Content-Length; its
-        # blocks are not resolved: no page is served, so no test may be assigned.
+        # HEAD is injected as GET is, so that it announces the GET's Content-Length.
         inject = self._inject and (is_get or scope["method"] == "HEAD")
         responder = _Responder(
-            self, app_scope, send, visitor, page_views, inject, is_get, preview_cookie
+            self, app_scope, send, visitor, page_views, inject, scope["method"], preview_cookie
         )
         try:
             if split_path is not None and self._redirect_split:
@@ -140,7 +140,7 @@ class OptibaseMiddleware:
             app_scope.pop(SCOPE_KEY, None)
 
     def _rewrite_for(
-        self, start: Message, responder: _Responder
+        self, start: Message, responder: _Responder, inject: bool, resolve_blocks: bool
     ) -> tuple[BodyRewrite, bool] | None:
         """How this HTML body is rewritten, and whether its start has a length to redo."""
         html = length_declared = False
@@ -162,8 +162,8 @@ class OptibaseMiddleware:
             if recoder is None:
                 return None  # a coding this library cannot undo: the page goes as it is
         scope[_REWRITING] = True  # a second middleware in the stack must not
-        blocks = VariantBlocks(responder._choose) if responder._resolve_blocks else None
-        make_injector = responder._make_injector if responder._inject else None
+        blocks = VariantBlocks(responder._choose) if resolve_blocks else None
+        make_injector = responder._make_injector if inject else None
         return BodyRewrite(recoder, blocks, make_injector), length_declared
 
     def _tag_parts(self, visitor: Visitor) -> tuple[bytes, bytes]:
@@ -230,10 +230,13 @@ class OptibaseMiddleware:
 class _Responder:
     """One response's state: PAGE_VIEW conversions, cookies, caching, the body's rewriting.
 
-    On ``http.response.start`` the conversions fire (2xx only), and a 200's HTML
-    body (no other status has a whole page: a 206's range, a 304's or 204's
-    empty body) is rewritten: decoded if it is gzip, deflate or br, its variant
-    blocks resolved (GET only), the script tag put in. The start is finished,
+    On ``http.response.start`` the conversions fire (2xx only), and an HTML body
+    is rewritten: decoded if it is gzip, deflate or br, its variant blocks
+    resolved (any status but those with no page, a 206's range or a 304's or
+    204's empty body; any method but HEAD), and the script tag put in (a 200's
+    only). Only a GET's 200 assigns a visitor to a test from its blocks; other
+    responses show what the visitor already has, or what everyone sees. The
+    start is finished,
     with the visitor's cookie when it changed and made private when the
     response depended on its visitor (a preview's, not stored at all), only
     once nothing more can change them.
@@ -253,7 +256,7 @@ class _Responder:
     ``trailers``) releases a held start and is passed on: nothing is rewritten
     in a file sent by path. So does an empty last body, a HEAD's that leaves
     the body out. A HEAD is otherwise injected as its GET is, for the same
-    Content-Length.
+    Content-Length, unless the page has blocks: they are not resolved for it.
     """
 
     __slots__ = (
@@ -262,6 +265,8 @@ class _Responder:
         "_held_start",
         "_hold_limit",
         "_inject",
+        "_is_get",
+        "_may_assign",
         "_middleware",
         "_page_views",
         "_preview_cookie",
@@ -281,7 +286,7 @@ class _Responder:
         visitor: Visitor,
         page_views: tuple[Conversion, ...],
         inject: bool,
-        resolve_blocks: bool,
+        method: str,
         preview_cookie: tuple[bytes, bytes] | None,
     ) -> None:
         self._middleware = middleware
@@ -291,7 +296,10 @@ class _Responder:
         self._visitor = visitor
         self._page_views = page_views
         self._inject = inject
-        self._resolve_blocks = resolve_blocks
+        # A HEAD serves no page: its blocks are not resolved, nor any test assigned.
+        self._resolve_blocks = method != "HEAD"
+        self._is_get = method == "GET"
+        self._may_assign = False  # known at the start: a GET's 200 may assign
         self._rewrite: BodyRewrite | None = None
         self._held_start: Message | None = None
         self._held: list[bytes] = []
@@ -324,6 +332,8 @@ class _Responder:
                 # short of the GET's by the tag: a limit, as a file sent by path has.
                 self._rewrite = None
                 await self._send(self._finish(self._take_held_start()))
+                await self._send(message)
+                return
             # Inline rather than a helper coroutine: an extra await per chunk is measurable.
             message = {**message, "body": rewrite.feed(body, more_body)}
         elif self._held_start is not None:
@@ -367,11 +377,15 @@ class _Responder:
             if self._page_views and 200 <= message["status"] < 300:
                 for conversion in self._page_views:
                     visitor._fire(conversion)
-            if message["status"] == 200 and (self._inject or self._resolve_blocks):
-                found = self._middleware._rewrite_for(message, self)
+            status = message["status"]
+            inject = self._inject and status == 200
+            resolve_blocks = self._resolve_blocks and status not in _NO_PAGE
+            if inject or resolve_blocks:
+                found = self._middleware._rewrite_for(message, self, inject, resolve_blocks)
                 if found is not None:
                     self._rewrite, length_declared = found
-                    if self._resolve_blocks and self._blocks_may_assign():
+                    self._may_assign = resolve_blocks and status == 200 and self._is_get
+                    if resolve_blocks and self._start_waits_for_blocks(inject):
                         self._hold_limit = _HOLD_LIMIT
                         self._held_start = message
                     elif length_declared:
@@ -399,28 +413,29 @@ class _Responder:
             logger.exception("optibase: could not finish the visitor; response unchanged")
         return message
 
-    def _blocks_may_assign(self) -> bool:
-        """Whether a variant block in this page might still assign the visitor to a test."""
+    def _start_waits_for_blocks(self, inject: bool) -> bool:
+        """Whether this page's blocks may still change its start: its cookie, its caching."""
         visitor = self._visitor
         if visitor._id is None:
-            if not self._inject:
-                return True  # nor is it known yet whether the page will depend on the visitor
+            if not inject:
+                return True  # nor is it known yet whether the page will be the visitor's
             visitor._load()  # the tag names the visitor: the page is theirs anyway
+        if not self._may_assign or visitor._forced:
+            return False
         assignments = visitor._assignments
-        return not visitor._forced and any(
-            test_id not in assignments for test_id in self._middleware.optibase._running()
-        )
+        return any(test_id not in assignments for test_id in self._middleware.optibase._running())
 
     def _choose(self, test_id: str) -> str | None:
         """The variant whose blocks this page keeps for *test_id* (None: a test not configured)."""
         plan = self._middleware.optibase._plans.get(test_id)
         if plan is None:
             return None
+        visitor = self._visitor
         shown_to_visitor = self._shown_to_visitor
-        if shown_to_visitor is None:
-            variant = self._visitor._variant(plan)  # may assign, and send the exposure
-        elif shown_to_visitor:
-            variant = self._visitor._variant(plan, may_assign=False)
+        if shown_to_visitor is None and self._may_assign:
+            variant = visitor._variant(plan)  # may assign, and send the exposure
+        elif shown_to_visitor is not False:  # the visitor's own: the start will say private
+            variant = visitor._variant(plan, may_assign=False)
         else:  # a response others may be served from a cache: what everyone sees
             test = plan.test
             variant = test.winner if test.status == "stopped" else None

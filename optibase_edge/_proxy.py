@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from urllib.parse import quote
 
 import httpx2
@@ -12,6 +12,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from ._delivery.per_loop import PerLoop
 from ._forwarding import Upstream, request_headers
+from ._proxies import TrustedProxies, parse_networks
 
 logger = logging.getLogger("optibase_edge")
 
@@ -43,7 +44,7 @@ class ReverseProxy:
     Rewritten on the way back: hop-by-hop headers are dropped, and the
     upstream's ``Date`` and ``Server`` (the edge's server sends its own); a
     ``Location`` that is an absolute URL into the upstream points at the edge,
-    as the client named it (scheme of the request, its ``Host``); a
+    as the client named it (its scheme, its ``Host``); a
     ``Set-Cookie`` whose ``Domain`` names the upstream's host or a parent of it
     loses that attribute, so the cookie is the edge's. Bodies pass as the
     upstream sent them, compressed or not, with their ``Content-Encoding`` and
@@ -62,6 +63,12 @@ class ReverseProxy:
     a complete-looking one. Each failure is logged as a warning on the
     ``optibase_edge`` logger.
 
+    Behind a TLS terminator or another proxy, list its addresses in
+    *trusted_proxies* (CIDRs, as the middleware's setting of that name): the
+    ``X-Forwarded-Proto`` it sends is then the client's scheme, passed up and
+    used in rewritten ``Location`` headers; otherwise the scheme is the
+    connection's.
+
     Connections are pooled (up to *max_connections* per event loop, each kept
     open between requests) and closed on lifespan shutdown or :meth:`aclose`.
     WebSockets are not proxied: a WebSocket handshake is refused (HTTP 403).
@@ -76,9 +83,14 @@ class ReverseProxy:
         connect_timeout: float = 5.0,
         read_timeout: float = 30.0,
         max_connections: int = 100,
+        trusted_proxies: Sequence[str] = (),
         transport: httpx2.AsyncBaseTransport | None = None,
     ) -> None:
         self._upstream = Upstream.parse(upstream_url)
+        try:
+            self._trusted = TrustedProxies(parse_networks(trusted_proxies))
+        except ValueError as exc:
+            raise ValueError(f"trusted_proxies: {exc}") from None
         numbers = {
             "connect_timeout": connect_timeout,
             "read_timeout": read_timeout,
@@ -165,7 +177,8 @@ class ReverseProxy:
     ) -> None:
         headers = scope["headers"]
         client = scope.get("client")
-        scheme: str = scope.get("scheme", "http")
+        # The scheme the client used: a TLS terminator in trusted_proxies says it.
+        scheme = self._trusted.client(scope, dict(headers))[1]
         content = None
         if any(name in (b"content-length", b"transfer-encoding") for name, _ in headers):
             content = _body(receive, body_read)

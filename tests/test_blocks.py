@@ -99,7 +99,7 @@ def test_only_a_real_start_tag_with_both_attributes_is_a_block(html: str) -> Non
         "<div title=\"a>b\" @t:a data-x='c>d'>A</div>Z",
         '<div @t:a title=">">A</div>Z',
         '<div data-optibase-test="t" data-optibase-test="u" data-optibase-variant="a">A</div>Z',
-        '<div data-optibase-test="t"data-optibase-variant="a"/>A</div>Z',
+        '<div data-optibase-test="t"data-optibase-variant="a"/ >A</div>Z',
     ],
 )
 def test_block_attributes_are_read_as_a_browser_reads_them(html: str) -> None:
@@ -127,6 +127,9 @@ def test_values_are_decoded() -> None:
         ("<div @t:a><div/>A</div>still A</div>Z", "Z"),
         ('<div @t:a><svg><path d="M0 0"/><circle r="1"/></svg>A</div>Z', "Z"),
         ("<svg @t:a/>Z", "Z"),
+        ("<div @t:a/>A</div>Z", "A</div>Z"),
+        ("<svg><title @t:a/>Z</svg>", "<svg>Z</svg>"),
+        ("<div @t:a><div @u:x/>A</div>A</div>Z", "Z"),
         ("<p @t:a>A<div>Z</div>", "<div>Z</div>"),
         ("<p @t:a>A<span>A<h2>Z</h2>", "<h2>Z</h2>"),
         ("<p @t:a>A<p @t:b>B</p>", "<p @t:b>B</p>"),
@@ -178,6 +181,20 @@ def test_values_are_decoded() -> None:
 )
 def test_a_block_ends_where_a_browser_ends_its_element(before: str, after: str) -> None:
     rewrites(before, after, {"t": "b"})
+
+
+SVG_ICON = (
+    '<button><svg viewBox="0 0 1 1"><path @t:a d="M0"/><path @t:b d="M1"/><g/></svg>Z</button>'
+)
+
+
+@pytest.mark.parametrize("kept", ["a", "b"])
+def test_a_self_closed_block_in_svg_is_its_tag_alone(kept: str) -> None:
+    """Its namespace unknown, it is not taken for an HTML element left open."""
+    removed = {"a": '<path @t:b d="M1"/>', "b": '<path @t:a d="M0"/>'}[kept]
+    rewrites(SVG_ICON, SVG_ICON.replace(removed, ""), {"t": kept})
+    _, blocks = run(marked(SVG_ICON).encode(), chooser({"t": kept}))
+    assert [(b.variant_id, b.kept) for b in blocks] == [("a", kept == "a"), ("b", kept == "b")]
 
 
 def test_the_kept_block_passes_byte_for_byte() -> None:
@@ -654,6 +671,7 @@ REMOVE_AS_CHOSEN = """(chosen) => {
         marked("<section @t:b><template></section><p>T</p></template>B</section>"),
         marked("<div @t:a><svg><![CDATA[ > </div>]]><g/></svg>A</div><svg @t:b/>Z"),
         marked("<div @t:a><svg><foreignObject><p/>A</p></foreignObject></svg>A</div>Z"),
+        marked(SVG_ICON),
         marked('<div @u:x><script><!--<script>"</div>"</script>--></script>X</div>Z'),
         marked("<div @t:a><![CDATA[A</div>A]]></div><div @t:b><?x</div>?>B</div>Z"),
     ],

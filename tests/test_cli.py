@@ -208,3 +208,32 @@ def test_proxy_refuses_a_bad_configuration_naming_the_field(
     path.write_text(GOOD.replace("traffic = 0.5", "traffic = 5"))
     assert main(["proxy", "--upstream", "http://127.0.0.1:1", "--config", str(path)]) == 2
     assert "traffic" in capsys.readouterr().err
+
+
+def test_proxy_dry_run_lists_blocks_nested_in_any_variant_and_a_winner(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "optibase.toml"
+    path.write_text(
+        GOOD
+        + '\n[[tests]]\nid = "cta"\nvariants = ["green", "red"]\n'
+        + '\n[[tests]]\nid = "old"\nvariants = ["a", "b"]\nstatus = "stopped"\nwinner = "b"\n'
+    )
+    page = (
+        b'<div data-optibase-test="hero" data-optibase-variant="control">Calm</div>'
+        b'<div data-optibase-test="hero" data-optibase-variant="bold">'
+        b'<a data-optibase-test="cta" data-optibase-variant="gren">Go</a></div>'
+        b'<p data-optibase-test="old" data-optibase-variant="a">A</p>'
+    )
+
+    async def upstream(scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(b"content-type", b"text/html")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": page})
+
+    with serve(upstream, lifespan="off") as url:
+        assert main(["proxy", "--upstream", url, "--config", str(path), "--dry-run", "/"]) == 0
+    out = capsys.readouterr().out
+    assert f"test cta: 1 block(s): gren at byte {page.index(b'<a')}" in out
+    assert "not variants of cta, so never shown: gren" in out
+    assert "stopped: everyone is shown b (the winner)" in out

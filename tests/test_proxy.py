@@ -800,3 +800,51 @@ def test_a_location_into_the_upstream_points_at_the_edge(
 )
 def test_a_location_loses_the_upstream_prefix(location: bytes, rewritten: bytes) -> None:
     assert Upstream.parse("http://origin/app/").location(location, EDGE) == rewritten
+
+
+@pytest.mark.parametrize(
+    ("trusted", "peer", "scheme"),
+    [
+        (["10.0.0.0/8"], "10.1.2.3", "https"),  # the TLS terminator says so
+        (["10.0.0.0/8"], "192.0.2.7", "http"),  # anyone else may not
+        ([], "10.1.2.3", "http"),
+    ],
+)
+def test_a_trusted_tls_terminator_tells_the_clients_scheme(
+    trusted: list[str], peer: str, scheme: str
+) -> None:
+    seen: list[httpx2.Request] = []
+
+    def upstream(request: httpx2.Request) -> httpx2.Response:
+        seen.append(request)
+        return httpx2.Response(302, headers={"location": "http://origin.test/login"})
+
+    app = ReverseProxy(
+        "http://origin.test", trusted_proxies=trusted, transport=httpx2.MockTransport(upstream)
+    )
+    headers = [(b"host", b"www.example.com"), (b"x-forwarded-proto", b"https")]
+    sent: list[Message] = []
+    requests = [{"type": "http.request", "body": b"", "more_body": False}]
+
+    async def receive() -> Message:
+        if requests:
+            return requests.pop()
+        await asyncio.Event().wait()  # the client stays until the response is done
+        raise AssertionError("unreachable")
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "method": "GET", "scheme": "http", "path": "/", "raw_path": b"/",
+        "query_string": b"", "headers": headers, "client": (peer, 50000),
+    }  # fmt: skip
+    asyncio.run(app(scope, receive, send))
+    assert seen[0].headers["x-forwarded-proto"] == scheme
+    location = dict(sent[0]["headers"])[b"location"]
+    assert location == f"{scheme}://www.example.com/login".encode()
+
+
+def test_trusted_proxies_must_be_addresses() -> None:
+    with pytest.raises(ValueError, match="trusted_proxies"):
+        ReverseProxy("http://127.0.0.1:1", trusted_proxies=["not-a-network"])

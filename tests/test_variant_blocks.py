@@ -28,6 +28,7 @@ from optibase_edge import (
     Variant,
 )
 from optibase_edge._assignment import choose, compile_test
+from optibase_edge._blocks import VariantBlocks
 from optibase_edge._middleware import _HOLD_LIMIT
 
 pytestmark = pytest.mark.anyio
@@ -54,6 +55,8 @@ class Site:
         *,
         headers: Sequence[tuple[bytes, bytes]] = (),
         inject: bool = False,
+        status: int = 200,
+        **settings: Any,
     ) -> None:
         self.events: list[dict[str, Any]] = []
 
@@ -66,6 +69,7 @@ class Site:
             secret_keys=["k" * 32],
             transport=MockTransport(record),
             inject_script=inject,
+            **settings,
         )
         self.app_sent: list[str] = []  # the app's messages and the server's, in order
         length = sum(len(c) for c in chunks)
@@ -74,7 +78,7 @@ class Site:
             start_headers = [(b"content-type", b"text/html; charset=utf-8"), *headers]
             if not any(name == b"content-encoding" for name, _ in headers):
                 start_headers.append((b"content-length", str(length).encode()))
-            await send({"type": "http.response.start", "status": 200, "headers": start_headers})
+            await send({"type": "http.response.start", "status": status, "headers": start_headers})
             for i, chunk in enumerate(chunks):
                 self.app_sent.append(f"app body {i}")
                 await send(
@@ -318,12 +322,14 @@ async def test_a_block_inside_a_removed_block_is_neither_assigned_nor_exposed() 
     )
     site = Site((page,), tests=(HERO, inner))
     response = await site.get()
-    assert response.cookie is not None
-    variant = expected(HERO, response.cookie)
+    token = response.cookie
+    assert token is not None
+    variant = expected(HERO, token)
     await site.delivered()
     exposed = {test for _, test, _ in site.viewed()}
     assert exposed == ({"hero", "cta"} if variant == "control" else {"hero"})
-    assert (b"Go" in response.body) == (variant == "control")
+    # The visitor's own variant of "cta" may have no block here: then none is shown.
+    assert (b"Go" in response.body) == (variant == "control" and expected(inner, token) == "green")
 
 
 @pytest.mark.parametrize("coding", ["gzip", "br"])
@@ -385,3 +391,90 @@ async def test_past_the_held_part_a_visitor_keeps_the_variant_they_have() -> Non
     assert response.header(b"cache-control") == b"private"
     await site.delivered()
     assert site.viewed() == []
+
+
+async def test_a_page_for_one_visitor_without_blocks_keeps_its_etag_and_length() -> None:
+    page = b"<html><head></head><body><p>no blocks</p></body></html>"
+    on_home = Test(id="home", variants=[Variant("a"), Variant("b")], pages=["/"])
+    # The visitor is read at the start (a test of this page), and is not in "hero"
+    # yet: the start is held, and let go as the app sent it.
+    site = Site((page[:20], page[20:]), tests=(on_home, HERO), headers=[(b"etag", b'"v1"')])
+    response = await site.get()
+    assert response.body == page
+    assert response.header(b"etag") == b'"v1"'
+    assert response.header(b"content-length") == str(len(page)).encode()
+    assert response.header(b"cache-control") == b"private"
+    assert response.cookie is not None and ".home." in response.cookie
+
+
+async def test_a_failing_rewrite_serves_the_apps_page(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(self: VariantBlocks, chunk: bytes, more_body: bool) -> bytes:
+        raise RuntimeError("a bug in the tokenizer")
+
+    monkeypatch.setattr(VariantBlocks, "feed", broken)
+    site = Site((PAGE[:100], PAGE[100:]))
+    response = await site.get()
+    assert response.start["status"] == 200
+    assert response.body == PAGE
+    assert "rewriting the page failed" in caplog.text
+
+
+async def test_a_failing_csp_nonce_leaves_the_tag_out_not_the_page(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def nonce(scope: Scope) -> str:
+        raise KeyError("no nonce in this scope")
+
+    assert b"<script" in (await Site(inject=True).get()).body  # as it is with no nonce
+    response = await Site(inject=True, csp_nonce=nonce).get()
+    assert response.start["status"] == 200
+    assert b"<script" not in response.body
+    assert len(response.shown()) == 1
+    assert "could not make the script tag" in caplog.text
+
+
+async def test_past_the_held_part_a_visitor_not_in_the_test_is_not_assigned() -> None:
+    filler = b"<p>" + b"x" * 1000 + b"</p>"
+    head = b"<html><head></head><body>" + filler * (_HOLD_LIMIT // len(filler) + 8)
+    blocks = PAGE[PAGE.index(b"<div") : PAGE.index(b"<footer")]
+    chunks = [head[i : i + 16384] for i in range(0, len(head), 16384)] + [blocks, b"</body>"]
+    site = Site(chunks, inject=True)  # the tag names the visitor: the response is theirs
+    response = await site.get()
+    assert response.shown() == ["Plain"]  # too late to assign them: the control
+    assert response.header(b"cache-control") == b"private"
+    assert response.cookie is not None and ".hero." not in response.cookie
+    await site.delivered()
+    assert site.viewed() == []
+
+
+@pytest.mark.parametrize(("method", "status"), [("GET", 404), ("POST", 200), ("GET", 500)])
+async def test_other_pages_show_one_variant_and_assign_no_one(method: str, status: int) -> None:
+    token = (await Site().get()).cookie
+    assert token is not None
+    site = Site(status=status)
+    for cookie, shown in ((token, {"control": "Plain", "bold": "BOLD"}[expected(HERO, token)]),
+                          (None, "Plain")):  # fmt: skip
+        response = await site.get(cookie, method=method)
+        assert response.start["status"] == status
+        assert response.shown() == [shown]  # the visitor's own variant, else the control
+        assert response.cookie is None or ".hero." not in response.cookie
+    await site.delivered()
+    assert site.viewed() == []
+
+
+async def test_head_of_a_compressed_page_sends_its_start_and_nothing_else(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    coded = gzip.compress(PAGE)
+    headers = [(b"content-encoding", b"gzip"), (b"content-length", b"%d" % len(coded))]
+    site = Site((b"",), headers=headers, inject=True)  # the tag would have gone in a GET
+    response = await site.get(method="HEAD")
+    assert response.body == b""
+    assert response.header(b"content-length") == b"%d" % len(coded)
+    assert response.order.count("http.response.body") == 1
+    assert "gzip" not in caplog.text  # no rewriting of a body that was never sent
+    # Nothing about the visitor was needed: no cookie, and no Identify sent without one.
+    assert response.cookie is None
+    assert await site.delivered() == []

@@ -10,7 +10,6 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._assignment import Plan
-from ._blocks import VariantBlocks
 from ._caching import for_one_visitor, not_stored
 from ._client_script import ClientScript
 from ._codings import recoder_for
@@ -162,9 +161,9 @@ class OptibaseMiddleware:
             if recoder is None:
                 return None  # a coding this library cannot undo: the page goes as it is
         scope[_REWRITING] = True  # a second middleware in the stack must not
-        blocks = VariantBlocks(responder._choose) if resolve_blocks else None
+        choose = responder._choose if resolve_blocks else None
         make_injector = responder._make_injector if inject else None
-        return BodyRewrite(recoder, blocks, make_injector), length_declared
+        return BodyRewrite(recoder, choose, make_injector), length_declared
 
     def _tag_parts(self, visitor: Visitor) -> tuple[bytes, bytes]:
         """The script tag around the visitor's ID, as their variants make it."""

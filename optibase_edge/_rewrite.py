@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from ._blocks import VariantBlocks
+from ._blocks import VariantBlocks, may_hold_blocks
 from ._codings import Recoder
 from ._injection import HtmlInjector
 
@@ -16,9 +16,11 @@ class BodyRewrite:
     """Feeds a streamed HTML body through its stages, chunk by chunk.
 
     The stages, each optional: the :class:`Recoder` of a compressed body, the
-    :class:`VariantBlocks`, and the script tag (*make_injector*). The injector is
-    made at the first chunk, once the blocks in that chunk are resolved, so the
-    tag names the variants assigned by them: a held body is fed as one chunk.
+    :class:`VariantBlocks` choosing with *choose* (not made for a body that
+    comes whole and names no block), and the script tag (*make_injector*). The
+    injector is made at the first chunk, once the blocks in that chunk are
+    resolved, so the tag names the variants assigned by them: a held body is
+    fed as one chunk.
 
     A body that is not validly coded is passed on as it came from where that is
     found, rewritten no further: it was broken before this library saw it. So is
@@ -26,16 +28,25 @@ class BodyRewrite:
     error.
     """
 
-    __slots__ = ("_blocks", "_injected", "_injector", "_make_injector", "_recoder", "_taken")
+    __slots__ = (
+        "_blocks",
+        "_choose",
+        "_injected",
+        "_injector",
+        "_make_injector",
+        "_recoder",
+        "_taken",
+    )
 
     def __init__(
         self,
         recoder: Recoder | None,
-        blocks: VariantBlocks | None,
+        choose: Callable[[str], str | None] | None,
         make_injector: Callable[[], HtmlInjector] | None,
     ) -> None:
         self._recoder = recoder
-        self._blocks = blocks
+        self._choose = choose  # the blocks' choice; None: they are not resolved
+        self._blocks: VariantBlocks | None = None
         self._make_injector = make_injector
         self._injector: HtmlInjector | None = None
         self._taken = self._injected = 0  # bytes into and out of the injector
@@ -48,12 +59,18 @@ class BodyRewrite:
             logger.warning("optibase: %s; the rest of it is passed on unrewritten", exc)
         except Exception:
             logger.exception("optibase: rewriting the page failed; the rest is passed on")
-        self._recoder = self._blocks = self._injector = self._make_injector = None
+        self._recoder = self._blocks = self._injector = None
+        self._choose = self._make_injector = None
         return chunk
 
     def _feed(self, chunk: bytes, more_body: bool) -> bytes:
         recoder = self._recoder
         data = chunk if recoder is None else recoder.decode(chunk, not more_body)
+        if self._choose is not None:
+            # Most pages come whole, and have no blocks: such a page is not scanned.
+            if more_body or may_hold_blocks(data):
+                self._blocks = VariantBlocks(self._choose)
+            self._choose = None
         if self._blocks is not None:
             data = self._blocks.feed(data, more_body)
         if self._injector is None and self._make_injector is not None:

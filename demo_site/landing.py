@@ -12,15 +12,18 @@ sink as the Paperplane site's.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
-from demo_site.experiment import LANDING_TESTS, build_optibase
+from demo_site.experiment import LANDING_TESTS, TESTS, build_optibase
 from demo_site.webflow_page import webflow_page
 from optibase_edge import OptibaseMiddleware, ReverseProxy
+
+SITE_TESTS = tuple(test for test in TESTS if test not in LANDING_TESTS)
 
 SIGNED_UP = (
     "<!doctype html><html><head><meta charset=utf-8><title>Welcome aboard</title></head>"
@@ -50,7 +53,8 @@ def create_edge_app(
         segment_endpoint=segment_endpoint,
         write_key=write_key,
         secret_keys=secret_keys,
-        # Not the site's: its headline test is assigned on every page at "/".
-        tests=LANDING_TESTS,
+        # The site's tests are known here, so that a visitor's cookie (one host name,
+        # two ports) keeps them, but not assigned: their pages are the site's.
+        tests=(*(replace(test, pages=()) for test in SITE_TESTS), *LANDING_TESTS),
     )
     return OptibaseMiddleware(ReverseProxy(origin_url), optibase=optibase)

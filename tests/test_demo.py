@@ -28,9 +28,11 @@ from typing import Any
 import httpx2
 import pytest
 from starlette.applications import Starlette
+from starlette.testclient import TestClient
 
 from demo_site.app import PLANS, create_demo_app
 from demo_site.experiment import CONVERSIONS, HEADLINES, TESTS, VARIANT_NAMES
+from demo_site.landing import create_edge_app, create_landing_origin
 from demo_site.sink import create_sink_app
 from demo_site.webflow_page import BLOCK_TESTS as LANDING_TESTS
 from tests.support.dashboard import read_results, view
@@ -436,3 +438,25 @@ def test_python_m_demo_site_warns_when_told_to_listen_beyond_loopback() -> None:
     assert "demo_site: warning: listening on 0.0.0.0, not a loopback address" in err
     assert "other machines can reach the sink" in err and "--allow-host" in err
     assert f"cannot listen on 0.0.0.0:{port} for the sink" in err  # so nothing did
+
+
+def test_the_edge_keeps_the_sites_tests_in_a_shared_cookie(tmp_path: Path) -> None:
+    keys = ["e" * 32]
+    site_app = create_demo_app(
+        segment_endpoint="http://127.0.0.1:9", write_key=WRITE_KEY, secret_keys=keys
+    )
+    with serve(create_landing_origin(), lifespan="off") as origin_url:
+        edge_app = create_edge_app(
+            origin_url, segment_endpoint="http://127.0.0.1:9", write_key=WRITE_KEY, secret_keys=keys
+        )
+        headers = {"User-Agent": USER_AGENT}
+        # No lifespan: nothing is delivered, and nothing waits for the unreachable sink.
+        site = TestClient(site_app, headers=headers)
+        site.get("/")
+        token = site.cookies["optibase_vid"]
+        assert ".hero." in token
+        edge = TestClient(edge_app, headers=headers, cookies={"optibase_vid": token})
+        landing = edge.get("/")
+        # One host name, two ports: the cookie the edge sets is the site's too.
+        assert ".hero." in landing.cookies["optibase_vid"]
+        assert ".landing_hero." in landing.cookies["optibase_vid"]

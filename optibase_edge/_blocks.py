@@ -274,14 +274,18 @@ class VariantBlocks:
     def feed(self, chunk: bytes, more_body: bool) -> bytes:
         """The bytes to send now for *chunk*; everything held is released at the end."""
         data = self._held + chunk if self._held else chunk
-        if not more_body and not self._open and not may_hold_blocks(data):
+        lowered = data.lower()  # where the attribute's name is found, in any case
+        if not more_body and not self._open and _TEST not in lowered:
             # The last of the body, outside blocks, holds none: nothing to read in it.
             # Most pages come whole, and most have no blocks: this is their only cost
             # (~1 µs for 2 KB, where scanning states to the end takes ~6 µs).
             self._held = b""
             return data
         dropped: list[int] = []  # start, end, start, end...: bytes removed
-        cut = self._scan(data, dropped) if more_body else self._finish(data, dropped)
+        if more_body:
+            cut = self._scan(data, lowered, dropped)
+        else:
+            cut = self._finish(data, lowered, dropped)
         if self._drop_from >= 0:  # a removed block goes on in the held bytes
             dropped += (self._drop_from, cut)
             self._drop_from = 0
@@ -298,18 +302,19 @@ class VariantBlocks:
         pieces.append(data[at:cut])
         return b"".join(pieces)
 
-    def _finish(self, data: bytes, dropped: list[int]) -> int:
+    def _finish(self, data: bytes, lowered: bytes, dropped: list[int]) -> int:
         # What waits for more at the end of the body is no block and ends none:
         # it is sent, or dropped with the removed block it is in.
-        self._scan(data, dropped)
+        self._scan(data, lowered, dropped)
         self._pos = len(data)
         return len(data)
 
-    def _scan(self, data: bytes, dropped: list[int]) -> int:
+    def _scan(self, data: bytes, lowered: bytes, dropped: list[int]) -> int:
         """Tokenize *data* from the saved state: how much of it may go now.
 
-        Saves the state and where to resume: the end, or the start of what may
-        not be whole yet. Removed bytes are added to *dropped*.
+        *lowered* is *data* lower-cased, made once per chunk. Saves the state and
+        where to resume: the end, or the start of what may not be whole yet.
+        Removed bytes are added to *dropped*.
         """
         # Outside blocks, only the attribute's name and what hides markup are looked
         # for, not every tag: on the Webflow page of demo_site.webflow_page, without
@@ -317,7 +322,6 @@ class VariantBlocks:
         # and lexbor parses ~150 MB/s (measured). The name is found in any case on a
         # lower-cased copy: bytes.lower() and find() scan ~2 GB/s, a case-blind regex
         # (either kind) ~200 MB/s.
-        lowered = data.lower()
         size = len(data)
         pos, state = self._pos, self._state
         found = lowered.find(_TEST, pos)  # the next attribute name, outside blocks

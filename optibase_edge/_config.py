@@ -149,6 +149,14 @@ class Test:
                 return variant
         return None
 
+    @property
+    def shown_to_all(self) -> str | None:
+        """What everyone sees of a test they are not assigned in: a stopped test's winner.
+
+        None means the control (or, in code, whatever the view shows by default).
+        """
+        return self.winner if self.status == "stopped" else None
+
     def is_running(self, now: datetime) -> bool:
         """Running and inside its schedule at *now* (an aware datetime)."""
         if self.status != "running":

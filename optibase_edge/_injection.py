@@ -127,9 +127,11 @@ class HtmlInjector:
         "_pos",
         "_snippet",
         "_state",
+        "inserted",
     )
 
     def __init__(self, snippet: bytes, already_present: bytes) -> None:
+        self.inserted = False  # whether the snippet went in
         self._snippet = snippet
         self._already_present = already_present
         self._keep = len(already_present) - 1
@@ -158,7 +160,7 @@ class HtmlInjector:
             self._held = b""
             return data
         if at is not None:
-            self._done = True
+            self._done = self.inserted = True
             self._held = b""
             if len(data) < _SMALL_BODY:
                 return data[:at] + self._snippet + data[at:]  # cheapest for a small body

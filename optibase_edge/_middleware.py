@@ -436,8 +436,7 @@ class _Responder:
         elif shown_to_visitor is not False:  # the visitor's own: the start will say private
             variant = visitor._variant(plan, may_assign=False)
         else:  # a response others may be served from a cache: what everyone sees
-            test = plan.test
-            variant = test.winner if test.status == "stopped" else None
+            variant = plan.test.shown_to_all
         return plan.variant_ids[0] if variant is None else variant
 
     def _make_injector(self) -> HtmlInjector:

@@ -12,7 +12,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from ._delivery.per_loop import PerLoop
 from ._forwarding import Upstream, request_headers
-from ._proxies import TrustedProxies, parse_networks
+from ._proxies import TrustedProxies, parse_networks, socket_client
 
 logger = logging.getLogger("optibase_edge")
 
@@ -88,9 +88,11 @@ class ReverseProxy:
     ) -> None:
         self._upstream = Upstream.parse(upstream_url)
         try:
-            self._trusted = TrustedProxies(parse_networks(trusted_proxies))
+            networks = parse_networks(trusted_proxies)
         except ValueError as exc:
             raise ValueError(f"trusted_proxies: {exc}") from None
+        # None without proxies: the connection's scheme, read without a header map.
+        self._trusted = TrustedProxies(networks) if networks else None
         numbers = {
             "connect_timeout": connect_timeout,
             "read_timeout": read_timeout,
@@ -178,7 +180,10 @@ class ReverseProxy:
         headers = scope["headers"]
         client = scope.get("client")
         # The scheme the client used: a TLS terminator in trusted_proxies says it.
-        scheme = self._trusted.client(scope, dict(headers))[1]
+        trusted = self._trusted
+        scheme = (
+            socket_client(scope) if trusted is None else trusted.client(scope, dict(headers))
+        )[1]
         content = None
         if any(name in (b"content-length", b"transfer-encoding") for name, _ in headers):
             content = _body(receive, body_read)

@@ -31,11 +31,9 @@ class BodyRewrite:
     __slots__ = (
         "_blocks",
         "_choose",
-        "_injected",
         "_injector",
         "_make_injector",
         "_recoder",
-        "_taken",
     )
 
     def __init__(
@@ -49,7 +47,6 @@ class BodyRewrite:
         self._blocks: VariantBlocks | None = None
         self._make_injector = make_injector
         self._injector: HtmlInjector | None = None
-        self._taken = self._injected = 0  # bytes into and out of the injector
 
     def feed(self, chunk: bytes, more_body: bool) -> bytes:
         """The bytes to send now for *chunk*; the last call (not *more_body*) releases the rest."""
@@ -80,9 +77,7 @@ class BodyRewrite:
                 logger.exception("optibase: could not make the script tag; page sent without")
             self._make_injector = None
         if self._injector is not None:
-            self._taken += len(data)
             data = self._injector.feed(data, more_body)
-            self._injected += len(data)
         if recoder is not None:
             data = recoder.encode(data, not more_body)
         return data
@@ -94,7 +89,7 @@ class BodyRewrite:
         Final once the last chunk is fed. A body only decoded and coded again is
         not changed: the app's own bytes can be sent instead.
         """
-        blocks = self._blocks
-        return self._injected != self._taken or (
+        injector, blocks = self._injector, self._blocks
+        return (injector is not None and injector.inserted) or (
             blocks is not None and any(not block.kept for block in blocks.blocks)
         )

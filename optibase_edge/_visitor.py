@@ -268,7 +268,7 @@ class Visitor:
             return self._forced[test.id]
         optibase = self._optibase
         if test.id not in optibase._running():
-            return test.winner if test.status == "stopped" else None
+            return test.shown_to_all
         visitor_id = self.id
         stored = self._assignments.get(test.id)
         if stored is not None and stored in plan.variant_ids:
